@@ -1,0 +1,1 @@
+"""Networks (3D/2D ResNets, attention blocks, VAANet, DFAN), losses, weight import, trainer."""

@@ -1,0 +1,123 @@
+"""2D ResNet-18/34 with torchvision's parameter names: the audio backbone of VAANet.
+
+The audio stream sees one MFCC segment as a 1-channel image [B, 1, L, n_mfcc] (time x coefficient).
+Only the first convolution differs between the two presets:
+
+    paper:    Conv2d(1, 64, kernel 7x7,   stride 2,      padding 3)       first_kernel=7
+    official: Conv2d(1, 64, kernel (7,1), stride (2, 1), padding (3, 0))  first_kernel=(7, 1)
+
+Stride and padding follow from the kernel (stride 2 and "same" padding along every axis the kernel
+spans, stride 1 and no padding along an axis of size 1), which gives both convolutions above; pass
+first_stride / first_padding to override. The rest is torchvision's ResNet: conv1 - bn1 - relu -
+maxpool - layer1..layer4 - avgpool - fc, so an ImageNet state dict maps name for name
+(model/weights.py: load_torchvision). Children are in torchvision's order, so
+`list(children())[:8]` is the Sequential the official code keeps as `a_resnet`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+ARCHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+class ResNet2D(nn.Module):
+    def __init__(self, depth: int = 18, in_channels: int = 1, first_kernel=7, first_stride=None,
+                 first_padding=None, num_classes: int = 1000):
+        super().__init__()
+        if depth not in ARCHS:
+            raise ValueError(f"2D ResNet depth must be one of {sorted(ARCHS)}, got {depth!r}")
+        kernel = _pair(first_kernel)
+        stride = _pair(first_stride) if first_stride is not None else tuple(2 if k > 1 else 1 for k in kernel)
+        padding = _pair(first_padding) if first_padding is not None else tuple(k // 2 for k in kernel)
+        self.depth, self.in_channels = depth, in_channels
+        self.out_channels = 512
+
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=kernel, stride=stride, padding=padding, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        layers = ARCHS[depth]
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+        # torchvision's init: He normal (fan_out) for convs, BN to identity; fc keeps PyTorch's default
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:  # block 0 of layer2..layer4
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_channels, H, W] -> layer4 map [B, 512, h, w]."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_channels, H, W] -> logits [B, num_classes]."""
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def resnet2d(depth: int = 18, in_channels: int = 1, first_kernel=7, first_stride=None,
+             first_padding=None, num_classes: int = 1000) -> ResNet2D:
+    """2D ResNet (18 or 34) with torchvision names; first_kernel=7 (paper) or (7, 1) (official)."""
+    return ResNet2D(depth, in_channels, first_kernel, first_stride, first_padding, num_classes)
+
+
+def resnet18(in_channels: int = 1, first_kernel=7, first_stride=None, first_padding=None,
+             num_classes: int = 1000) -> ResNet2D:
+    return ResNet2D(18, in_channels, first_kernel, first_stride, first_padding, num_classes)
+
+
+def resnet34(in_channels: int = 1, first_kernel=7, first_stride=None, first_padding=None,
+             num_classes: int = 1000) -> ResNet2D:
+    return ResNet2D(34, in_channels, first_kernel, first_stride, first_padding, num_classes)
