@@ -1,0 +1,202 @@
+"""Every architecture choice of VAANet in one plain dataclass, plus the named presets.
+
+Defaults are the paper's values. Where the authors' published code differs from the paper,
+the difference is a field here and the "official" preset sets the code's value, so that a
+checkpoint trained by that code loads strictly and gives the same logits.
+
+    cfg = preset("paper", attention="VS+VCW+VT", num_classes=6)
+    cfg = preset("official")          # the authors' code, for their checkpoints
+    cfg = preset("demo")              # tiny, trains on a laptop CPU in minutes
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# the four attention modules of the paper, in the order they act
+ATTENTIONS = ("VS", "VCW", "VT", "AT")
+VISUAL_ATTENTIONS = frozenset({"VS", "VCW", "VT"})
+STREAMS = ("visual", "audio", "both")
+NORMS = ("hara", "official")
+AUDIO_SAMPLINGS = ("aligned", "official")
+VISUAL_DEPTHS = (10, 18, 34, 50, 101, 152)
+
+
+def parse_attention(spec) -> frozenset:
+    """'VS+VCW+VT+AT' (any case, '+' or ',' separated) -> frozenset({'VS','VCW','VT','AT'}).
+
+    'none' or '' selects no attention at all (every dimension pooled uniformly). A frozenset or
+    list of names is accepted too, so a parsed value can be passed again.
+    """
+    if isinstance(spec, (set, frozenset, list, tuple)):
+        parts = [str(p) for p in spec]
+    else:
+        text = str(spec).strip()
+        if text.lower() in ("", "none"):
+            return frozenset()
+        parts = text.replace(",", "+").split("+")
+    names = set()
+    for part in parts:
+        name = part.strip().upper()
+        if name not in ATTENTIONS:
+            raise ValueError(f"unknown attention {part.strip()!r} in {spec!r}: valid names are "
+                             f"{', '.join(ATTENTIONS)} joined with '+' (e.g. 'VS+VCW+VT+AT'), "
+                             "or 'none'")
+        names.add(name)
+    return frozenset(names)
+
+
+def format_attention(attention) -> str:
+    """The canonical spec string of a set of attentions: 'VS+VCW+VT+AT' order, 'none' if empty."""
+    names = [a for a in ATTENTIONS if a in attention]
+    return "+".join(names) if names else "none"
+
+
+def streams_for(attention) -> str:
+    """Which streams the paper's ablation table uses for an attention set.
+
+    AT alone is the audio stream alone; VS, VS+VCW and VS+VCW+VT are the visual stream alone;
+    visual attention plus AT uses both. With no attention at all both streams are used.
+    """
+    has_visual = bool(attention & VISUAL_ATTENTIONS)
+    has_audio = "AT" in attention
+    if has_visual and not has_audio:
+        return "visual"
+    if has_audio and not has_visual:
+        return "audio"
+    return "both"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_classes: int = 8
+    # which attention modules exist; a switched-off one is absent and its dimension is averaged
+    attention: frozenset = field(default_factory=lambda: frozenset(ATTENTIONS))
+    # "visual", "audio" or "both"; None derives it from `attention` as the paper's ablation does
+    streams: str | None = None
+
+    # visual stream: t segments, one snippet of k frames each, crop x crop pixels
+    visual_depth: int = 101
+    segments: int = 10
+    frames: int = 16
+    crop: int = 112
+    # the backbone's channels are reduced to this by Conv1d(k=1) + BN + ReLU
+    visual_channels: int = 512
+    # paper: trained end to end; the official code freezes the backbone (no gradient)
+    freeze_visual: bool = False
+    # the official code's frozen backbone still sits in train mode: its BatchNorm normalises
+    # with batch statistics and updates its running statistics. False keeps a frozen backbone
+    # in eval mode (running statistics used, never changed). No effect when not frozen.
+    frozen_bn_updates: bool = False
+    # input normalisation: "hara" (0..255 minus the ActivityNet mean, for Hara's Kinetics
+    # weights) or "official" (x/255 - 100/255 as in the authors' code)
+    norm: str = "hara"
+
+    # audio stream: t_a segments of audio_len MFCC frames (time x n_mfcc) through a ResNet-18
+    audio_depth: int = 18
+    audio_segments: int = 10
+    audio_len: int = 256
+    n_mfcc: int = 32
+    audio_channels: int = 256
+    # the ResNet-18's first conv on the 1-channel MFCC image: (7, 1) with stride (2, 1) and
+    # padding (3, 0) in the authors' code (the paper does not say), so it never mixes
+    # coefficients; a square 7 gives torchvision's 7x7 / stride 2 / padding 3 instead
+    audio_first_kernel: tuple = (7, 1)
+    # "aligned": audio segment i covers visual segment i (paper); "official": 4096 frames
+    # tiled or cut, then split into audio_segments consecutive chunks (the authors' loader)
+    audio_sampling: str = "aligned"
+
+    # temporal attention Linear bias at init; the official code sets 1.0 for the visual one and
+    # leaves PyTorch's default (None here) for the audio one
+    temporal_bias_init: float | None = 1.0
+    audio_temporal_bias_init: float | None = 1.0
+    # the official audio-visual model carries a Linear(512, C) `fc` it never uses; kept in the
+    # official preset so its checkpoints load strictly and parameter counts match
+    unused_visual_fc: bool = False
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("attention", parse_attention(self.attention))
+        kernel = self.audio_first_kernel
+        set_("audio_first_kernel", (kernel, kernel) if isinstance(kernel, int) else tuple(kernel))
+        if self.streams is None:
+            set_("streams", streams_for(self.attention))
+        if self.streams not in STREAMS:
+            raise ValueError(f"streams must be one of {', '.join(STREAMS)}, got {self.streams!r}")
+        if self.streams == "visual" and "AT" in self.attention:
+            raise ValueError("attention AT needs the audio stream, but streams='visual'")
+        if self.streams == "audio" and self.attention & VISUAL_ATTENTIONS:
+            raise ValueError(f"attention {format_attention(self.attention & VISUAL_ATTENTIONS)} "
+                             "needs the visual stream, but streams='audio'")
+        if self.visual_depth not in VISUAL_DEPTHS:
+            raise ValueError(f"visual_depth must be one of {VISUAL_DEPTHS}, got {self.visual_depth}")
+        if self.audio_depth != 18:
+            raise ValueError(f"audio_depth must be 18 (ResNet-18), got {self.audio_depth}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.audio_sampling not in AUDIO_SAMPLINGS:
+            raise ValueError(f"audio_sampling must be one of {', '.join(AUDIO_SAMPLINGS)}, "
+                             f"got {self.audio_sampling!r}")
+        for name in ("num_classes", "segments", "frames", "crop", "visual_channels",
+                     "audio_segments", "audio_len", "n_mfcc", "audio_channels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def visual(self) -> bool:
+        return self.streams in ("visual", "both")
+
+    @property
+    def audio(self) -> bool:
+        return self.streams in ("audio", "both")
+
+    @property
+    def attention_spec(self) -> str:
+        return format_attention(self.attention)
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with changes; a new attention set re-derives streams unless streams is given."""
+        if "attention" in changes and "streams" not in changes:
+            changes["streams"] = None
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["attention"] = format_attention(self.attention)
+        d["audio_first_kernel"] = list(self.audio_first_kernel)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+PRESETS = {
+    # the paper's stated settings: t = 10, k = 16, 112 px, backbone trained end to end
+    "paper": dict(),
+    # exactly the authors' published code
+    "official": dict(segments=12, audio_segments=16, audio_len=256, freeze_visual=True,
+                     frozen_bn_updates=True, norm="official", audio_sampling="official",
+                     audio_temporal_bias_init=None, unused_visual_fc=True),
+    # tiny: matches `vaanet preprocess --dataset demo` (4 segments x 8 frames, 64 px)
+    "demo": dict(num_classes=4, visual_depth=10, segments=4, frames=8, crop=64,
+                 audio_segments=4, audio_len=64),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The named preset ("paper", "official", "demo") with some fields overridden.
+
+    A new `attention` re-derives `streams` unless `streams` is given too.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown model config fields {unknown}; known: {sorted(fields)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
