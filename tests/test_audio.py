@@ -1,0 +1,53 @@
+"""MFCC of the soundtrack: equal to python_speech_features run independently on the same samples."""
+import numpy as np
+import pytest
+from python_speech_features import mfcc as psf_mfcc
+
+from pipeline.audio import n_mfcc_frames
+from pipeline.extract import extract_video
+from pipeline.params import PreprocessParams
+from tests import videos
+
+P = PreprocessParams(segments=2, snippets=1, frames=4, short_side=32, max_long_side=48)
+
+
+def reference(pcm, p=P):
+    return psf_mfcc(pcm.astype(np.float64), samplerate=p.sample_rate, winlen=p.winlen,
+                    winstep=p.winstep, numcep=p.n_mfcc, nfilt=p.n_filt, nfft=p.nfft)
+
+
+def test_lossless_pcm_gives_the_reference_mfcc(tmp_path):
+    # two tones with a pause: PCM stored as-is (pcm_s16le in matroska) at the ETL's own rate
+    pcm = np.concatenate([videos.tone(440, 1.0), np.zeros(4000, np.int16), videos.tone(1200, 0.77)])
+    path = videos.write_video(tmp_path / "pcm.mkv", videos.counter_frames(50, 64, 48), pcm=pcm,
+                              audio_codec="pcm_s16le")
+    ex = extract_video(path, P)
+    ref = reference(pcm)
+    assert ex.info["has_audio"] is True
+    assert ex.mfcc.dtype == np.float32 and ex.mfcc.shape == ref.shape == (n_mfcc_frames(len(pcm), P), 32)
+    np.testing.assert_allclose(ex.mfcc, ref, rtol=1e-4, atol=1e-3)
+    # different tones give different coefficients (the features carry the sound)
+    assert np.abs(ex.mfcc[20] - ex.mfcc[-20]).max() > 1
+
+
+def test_aac_at_another_rate_matches_ffmpeg_decoded_pcm(tmp_path):
+    pcm = videos.tone(660, 2.0, rate=44100)
+    path = videos.write_video(tmp_path / "aac.mp4", videos.counter_frames(50, 64, 48), pcm=pcm, rate=44100)
+    p = P.replace(n_mfcc=13, n_filt=26)
+    ex = extract_video(path, p)
+    np.testing.assert_allclose(ex.mfcc, reference(videos.ffmpeg_pcm(path), p), rtol=1e-4, atol=1e-3)
+    assert ex.mfcc.shape[1] == 13
+
+
+def test_no_audio_gives_zeros_sized_by_duration(tmp_path):
+    path = videos.write_video(tmp_path / "silent.mp4", videos.counter_frames(60, 64, 48))  # 2.4 s
+    ex = extract_video(path, P)
+    assert ex.info["has_audio"] is False
+    assert ex.mfcc.dtype == np.float32 and not ex.mfcc.any()
+    assert ex.mfcc.shape == (n_mfcc_frames(round(ex.info["duration"] * 16000), P), 32)
+    assert ex.mfcc.shape[0] == 239  # 2.4 s: 1 + ceil((38400 - 400) / 160)
+
+
+@pytest.mark.parametrize("n", [1, 399, 400, 401, 560, 16000, 16161])
+def test_frame_count_rule_matches_python_speech_features(n):
+    assert n_mfcc_frames(n, P) == len(reference(np.ones(n)))

@@ -1,0 +1,194 @@
+"""Snippet decoding: the frames that come out are the frames the plan asked for, at the right size."""
+import numpy as np
+import pytest
+
+from pipeline.errors import VideoError
+from pipeline.extract import extract_video
+from pipeline.params import PreprocessParams
+from pipeline.probe import frame_table, probe
+from pipeline.video import decode_all, decode_at, output_size, plan_snippets, seek_times
+from tests import videos
+
+# small settings keep the tests fast: S*t*k = 32 frames, videos over 64 frames use seeking
+P = PreprocessParams(segments=4, snippets=2, frames=4, short_side=64, max_long_side=96)
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    v = {}
+    v["long"] = videos.write_video(d / "long.mp4", videos.counter_frames(250, 160, 120), gop=25)
+    v["medium"] = videos.write_video(d / "medium.mp4", videos.counter_frames(60, 160, 120))
+    v["short"] = videos.write_video(d / "short.mp4", videos.counter_frames(5, 160, 120))
+    v["portrait"] = videos.write_video(d / "portrait.mp4", videos.counter_frames(40, 90, 160))
+    v["odd"] = videos.write_video(d / "odd.mp4", videos.counter_frames(40, 161, 97), pix_fmt="yuv444p")
+    marked = videos.counter_frames(40, 160, 90)
+    marked[:, :30, :30] = (255, 0, 0)  # a red corner: where it lands tells the rotation direction
+    v["landscape"] = videos.write_video(d / "landscape.mp4", marked)
+    v["rotated"] = videos.rotate(v["landscape"], d / "rotated.mp4", 90)
+    v["anamorphic"] = videos.write_video(d / "anamorphic.mp4", videos.counter_frames(40, 240, 180),
+                                         aspect="16:9")
+    v["vfr"] = videos.write_video(d / "vfr.mp4", videos.counter_frames(400, 160, 120),
+                                  select="lt(n,60)+gte(n,60)*not(mod(n,5))")
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    v["colours"] = videos.write_video(d / "colours.mp4", videos.colour_frames(colours, 50, 128, 96), gop=50)
+    v["colours_list"] = colours
+    return v
+
+
+def counters(frames):
+    return np.vectorize(lambda *i: videos.read_counter(frames[i]), signature="(),(),()->()")(
+        *np.indices(frames.shape[:3]))
+
+
+@pytest.mark.parametrize("name, n", [("long", 250), ("medium", 60)])
+def test_frames_are_the_planned_ones(vids, name, n):
+    ex = extract_video(vids[name], P)
+    assert ex.frames.shape == (2, 4, 4, 64, 85, 3) and ex.frames.dtype == np.uint8
+    # long videos are decoded by seeking, with snippets snapped to keyframes; short ones whole
+    keyframes = frame_table(probe(vids[name])).keyframes if n > 64 else None
+    starts = plan_snippets(n, P, keyframes)
+    assert np.array_equal(counters(ex.frames), starts[..., None] + np.arange(4))
+    assert np.allclose(ex.info["snippet_starts"], starts / 25)
+    assert ex.info["n_frames"] == n and ex.info["fps"] == 25 and ex.info["notes"] == []
+
+
+def test_snippets_snap_to_keyframes_inside_their_slot():
+    # 400 frames, 8 slots of 50 (2 per segment); centred starts 23, 73, 123, ...; keyframes
+    # every 30 frames: each snippet moves to the nearest keyframe from which it fits its slot
+    assert plan_snippets(400, P).tolist() == [[23, 123, 223, 323], [73, 173, 273, 373]]
+    starts = plan_snippets(400, P, np.arange(0, 400, 30))
+    assert starts.tolist() == [[30, 120, 210, 330], [60, 180, 270, 360]]
+    # slots without a fitting keyframe keep their centred start
+    assert plan_snippets(400, P, [200, 348]).tolist() == [[23, 123, 200, 323], [73, 173, 273, 373]]
+
+
+@pytest.mark.parametrize("suffix, fps", [(".mp4", "30000/1001"), (".mkv", "25"), (".flv", "30000/1001"),
+                                         (".ts", "30000/1001"), (".avi", "25")])
+def test_exact_frames_in_other_containers_and_rates(tmp_path, suffix, fps):
+    v = videos.write_video(tmp_path / f"v{suffix}", videos.counter_frames(300, 160, 120), fps=fps, gop=40)
+    p, table = probe(v), frame_table(probe(v))
+    assert len(table.times) == 300 and len(table.keyframes) >= 7
+    ex = extract_video(v, P)
+    seekable = suffix not in (".ts", ".avi")  # those are decoded whole: exact, but no seeking
+    starts = plan_snippets(300, P, table.keyframes if seekable else None)
+    assert np.array_equal(counters(ex.frames), starts[..., None] + np.arange(4))
+    if not seekable:
+        return
+    # and frames that are not keyframes, sought half-way after the frame before them
+    odd = np.array([1, 57, 133, 299 - 4])
+    parts = decode_at(p, P, seek_times(table.times, odd, table.keyframes))
+    assert [videos.read_counter(x[0]) for x in parts] == odd.tolist()
+
+
+def test_plan_is_centred_and_evenly_spaced():
+    p1 = P.replace(snippets=1, segments=10, frames=16)
+    assert plan_snippets(1600, p1).tolist() == [[80 + 160 * i - 8 for i in range(10)]]
+    s = plan_snippets(800, P)  # segments of 200 frames, two snippets at 1/4 and 3/4 of each
+    assert s[:, 0].tolist() == [48, 148] and s[:, 1].tolist() == [248, 348]
+    assert plan_snippets(10, P).max() <= 6 and plan_snippets(3, P).max() == 0
+
+
+def test_seeking_decodes_the_same_pixels_as_a_full_decode(vids):
+    p = probe(vids["long"])
+    table = frame_table(p)
+    starts = np.array([0, 37, 100, 230])  # 0 and 100 are keyframes (-g 25)
+    assert set(table.keyframes) >= {0, 100}
+    parts = decode_at(p, P, seek_times(table.times, starts, table.keyframes))
+    full = decode_all(p, P)
+    assert len(full) == 250
+    for s, part in zip(starts, parts):
+        assert part.shape == (4, 64, 85, 3)
+        assert np.abs(part.astype(int) - full[s:s + 4]).max() <= 1
+
+
+def test_colours_per_segment_in_rgb_order(vids):
+    ex = extract_video(vids["colours"], P.replace(snippets=1))
+    means = ex.frames[0].reshape(4, -1, 3).mean(1)
+    assert np.abs(means - np.array(vids["colours_list"])).max() < 12
+
+
+@pytest.mark.parametrize("name, shape, display", [
+    ("portrait", (96, 64), (90, 160)),  # 114 high after scaling, centre-cropped to 96
+    ("odd", (64, 96), (161, 97)),  # 106 wide after scaling, centre-cropped to 96
+    ("landscape", (64, 96), (160, 90)),  # 114 wide, cropped
+    ("rotated", (96, 64), (90, 160)),
+    ("anamorphic", (64, 96), (320, 180)),  # 240x180 pixels shown as 16:9
+])
+def test_output_sizes(vids, name, shape, display):
+    ex = extract_video(vids[name], P)
+    assert ex.frames.shape[-3:-1] == shape
+    assert (ex.info["width"], ex.info["height"]) == display
+    assert min(shape) == P.short_side and max(shape) <= P.max_long_side
+    # content survives every rescale and crop: the counter still reads
+    if name != "rotated":
+        assert counters(ex.frames)[0, 0, 0] == plan_snippets(40, P)[0, 0]
+
+
+def test_rotation_follows_the_display_matrix(vids):
+    ex = extract_video(vids["rotated"], P)
+    assert ex.info["rotation"] == 90
+    # 90 degrees counter-clockwise: the red top-left corner of the stored picture ends bottom-left
+    f = ex.frames[0, 0, 0].astype(int)
+    assert f[-4, 4, 0] > 200 and f[-4, 4, 1] < 60
+    assert f[2, 2, 0] < 60
+
+
+def test_short_video_loops(vids):
+    ex = extract_video(vids["short"], P.replace(frames=8))
+    c = counters(ex.frames)
+    assert ex.frames.shape[:3] == (2, 4, 8)
+    assert np.array_equal(c, (np.arange(8) % 5) * np.ones((2, 4, 1), int))
+    assert any("short video" in n for n in ex.info["notes"])
+    assert ex.info["n_frames"] == 5
+
+
+def test_variable_frame_rate(vids):
+    kept = [i for i in range(400) if i < 60 or i % 5 == 0]  # 60 frames at 25 fps, then 5 fps
+    ex = extract_video(vids["vfr"], P)
+    c = counters(ex.frames)
+    assert ex.frames.shape == (2, 4, 4, 64, 85, 3)
+    for snippet in c.reshape(-1, 4):
+        i = kept.index(snippet[0])  # k successive decoded frames, no resampling
+        assert snippet.tolist() == kept[i:i + 4]
+
+
+def test_output_size_rule():
+    assert output_size(640, 360, PreprocessParams()) == (199, 112, 199, 112)
+    assert output_size(1920, 800, PreprocessParams()) == (269, 112, 200, 112)
+    assert output_size(360, 640, PreprocessParams()) == (112, 199, 112, 199)
+    assert output_size(50, 50, PreprocessParams()) == (112, 112, 112, 112)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda d: videos.zero_byte(d / "zero.mp4"), "zero-byte file"),
+    (lambda d: videos.not_a_video(d / "text.mp4"), "not a video file"),
+    (lambda d: videos.audio_only(d / "sound.wav"), "no video stream"),
+    (lambda d: d / "missing.mp4", "file not found"),
+])
+def test_unusable_files_raise(tmp_path, make, reason):
+    with pytest.raises(VideoError) as e:
+        extract_video(make(tmp_path), P)
+    assert e.value.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("faststart", [False, True])
+def test_truncated_files_raise(tmp_path, faststart):
+    src = videos.write_video(tmp_path / "v.mp4", videos.counter_frames(250, 160, 120), gop=25,
+                             pcm=videos.tone(440, 10), faststart=faststart)
+    cut = videos.truncate(src, tmp_path / "cut.mp4", 0.6)
+    with pytest.raises(VideoError) as e:
+        extract_video(cut, P)
+    assert e.value.reason.startswith("truncated file")
+    assert e.value.log_tail  # ffmpeg's own words travel with the error
+
+
+def test_sound_longer_than_pictures(tmp_path):
+    # 10 s of pictures, 12 s of sound: the header says 12 s, the packet list says 250 frames
+    v = videos.write_video(tmp_path / "v.mp4", videos.counter_frames(250, 160, 120), gop=25,
+                           pcm=videos.tone(440, 12.0))
+    ex = extract_video(v, P)
+    assert ex.info["duration"] == pytest.approx(12.0, abs=0.1) and ex.info["n_frames"] == 250
+    starts = plan_snippets(250, P, frame_table(probe(v)).keyframes)
+    assert np.array_equal(counters(ex.frames), starts[..., None] + np.arange(4))
+    assert ex.info["notes"] == [] and ex.mfcc.shape[0] == pytest.approx(1200, abs=5)
