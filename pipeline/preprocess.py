@@ -1,0 +1,313 @@
+"""`vaanet preprocess`: scan a dataset, decode every video once in parallel, write shards.
+
+Workers (joblib: loky processes by default, any joblib backend, or a dask cluster) only decode
+and return arrays; the parent process alone writes shards (pipeline/writer.py), so a crash or a
+kill -9 at any moment leaves an output that the same command completes: committed videos are
+never decoded again, failed videos are recorded once (retried with --retry-failed).
+
+Exit status: 0 every video is ok, 1 some videos failed (listed in failures.jsonl),
+2 usage error (bad options, wrong layout, output made with other parameters).
+
+Test hook: the environment variable VAANET_TEST_CRASH_AFTER=N makes the run end abruptly with
+os._exit(9) (as a kill -9 would) right after its N-th video is committed. Tests use it to check
+that a resumed run completes without duplicates and without decoding anything twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import format as fmt
+from pipeline.datasets import folder_definition, load_definition, scan
+from pipeline.params import FORMAT_VERSION, PreprocessParams
+from pipeline.splits import make_splits, membership
+
+# smaller frames and fewer segments for the built-in demo (the "demo" model preset matches)
+DEMO_PARAMS = dict(segments=4, snippets=2, frames=8, short_side=64, max_long_side=96)
+CRASH_HOOK = "VAANET_TEST_CRASH_AFTER"
+
+
+class OutputRefused(ValueError):
+    """The output directory cannot be used: other settings, not ours, or busy."""
+
+
+@dataclass
+class RunResult:
+    out: Path
+    scanned: int = 0
+    selected: int = 0
+    already_done: int = 0
+    decoded: int = 0
+    ok_now: int = 0
+    failed_now: list = field(default_factory=list)   # (id, reason)
+    ok_total: int = 0
+    failed_total: int = 0
+    shards: int = 0
+    bytes_on_disk: int = 0
+    seconds: float = 0.0
+    salvaged: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed_total else 0
+
+
+def default_params(dataset: str) -> PreprocessParams:
+    return PreprocessParams(**DEMO_PARAMS) if dataset == "demo" else PreprocessParams()
+
+
+def file_sha1(path, block: int = 1 << 20) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def decode_one(i: int, path: str, params: dict):
+    """Runs in a worker: never raises, returns (i, result dict) with the arrays or the failure."""
+    from pipeline.errors import VideoError
+    from pipeline.extract import extract_video
+    try:
+        sha1 = file_sha1(path)
+        ex = extract_video(path, PreprocessParams.from_dict(params))
+        return i, {"ok": True, "frames": ex.frames, "mfcc": ex.mfcc, "info": ex.info, "sha1": sha1}
+    except VideoError as e:
+        return i, {"ok": False, "reason": e.reason, "log": e.log_tail}
+    except OSError as e:
+        return i, {"ok": False, "reason": f"unreadable file: {e.strerror or e}", "log": ""}
+    except Exception as e:   # a bug must not stop the other videos; the traceback is kept
+        return i, {"ok": False, "reason": f"internal error: {type(e).__name__}: {e}",
+                   "log": "".join(traceback.format_exc().splitlines(True)[-12:])}
+
+
+def round_robin(videos):
+    """Interleave classes so that --limit N takes a few videos of every class."""
+    by_class: dict[str, list] = {}
+    for v in videos:
+        by_class.setdefault(v.cls, []).append(v)
+    mixed = itertools.zip_longest(*by_class.values())
+    return [v for group in mixed for v in group if v is not None]
+
+
+# ---- the output directory ----
+
+def output_files(out: Path) -> list[Path]:
+    names = [fmt.PARAMS, fmt.SPLITS, fmt.INDEX, fmt.FAILURES, fmt.JOURNAL]
+    files = [out / n for n in names if (out / n).exists()]
+    for pattern in (fmt.SHARD_GLOB, "*" + fmt.PARTIAL_SUFFIX, "*" + fmt.SALVAGE_SUFFIX, "*.tmp"):
+        files += sorted(out.glob(pattern))
+    return files
+
+
+def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: bool):
+    """Refuse to mix runs: an existing output must have the same dataset and parameters."""
+    if not out.exists():
+        return
+    if overwrite:
+        for p in output_files(out):
+            p.unlink()
+        return
+    pj = out / fmt.PARAMS
+    if not pj.exists():
+        if any(out.iterdir()):
+            raise OutputRefused(f"{out} is not empty and holds no {fmt.PARAMS}: not a vaanet "
+                                 "output; choose another --out")
+        return
+    old = json.loads(pj.read_text())
+    new = params.to_dict()
+    diffs = []
+    if old.get("dataset") != dataset:
+        diffs.append(f"dataset {old.get('dataset')} -> {dataset}")
+    for k in sorted(set(old["params"]) | set(new)):
+        if old["params"].get(k) != new.get(k):
+            diffs.append(f"{k} {old['params'].get(k)} -> {new.get(k)}")
+    if diffs:
+        raise OutputRefused(f"{out} was preprocessed with other settings ({'; '.join(diffs)}). "
+                             "Rerun with the same settings to resume, pass --overwrite to "
+                             "delete it and start again, or choose another --out")
+
+
+def lock(out: Path):
+    """One run per output directory: an exclusive lock on the directory itself (no lock file)."""
+    import fcntl
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputRefused(f"another `vaanet preprocess` is writing {out}") from None
+    return fd
+
+
+def default_jobs() -> int:
+    """All usable cores (joblib counts CPU affinity and container quotas)."""
+    import joblib
+    return joblib.cpu_count()
+
+
+def is_dask(backend) -> bool:
+    return bool(backend) and (backend == "dask" or "://" in backend)
+
+
+def check_backend(backend):
+    """Fail before any work when the backend cannot be used."""
+    import joblib
+    if is_dask(backend):
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            raise ValueError("--backend dask or a scheduler address needs dask: "
+                             "pip install 'vaanet[dask]'") from None
+    elif backend and backend not in joblib.parallel.BACKENDS:
+        raise ValueError(f"unknown --backend {backend!r}: expected one of "
+                         f"{', '.join(sorted(joblib.parallel.BACKENDS))}, dask or tcp://HOST:PORT")
+
+
+def make_parallel(jobs, backend):
+    """A joblib Parallel yielding results as they finish, plus what to close afterwards."""
+    import joblib
+    client = None
+    if is_dask(backend):   # workers anywhere; they must see the videos at the same paths
+        from dask.distributed import Client
+        client = Client(backend if "://" in backend else None)
+        backend, jobs = "dask", -1
+    # parallel_config (not Parallel(backend=...)) is what registers joblib's dask backend
+    with joblib.parallel_config(backend=backend or "loky", n_jobs=jobs or default_jobs()):
+        try:
+            par = joblib.Parallel(return_as="generator_unordered")
+        except ValueError:      # a backend that keeps order only
+            par = joblib.Parallel(return_as="generator")
+    return par, client
+
+
+# ---- the run ----
+
+def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
+        polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
+        retry_failed=False, progress=True, echo=print) -> RunResult:
+    from tqdm import tqdm
+    from pipeline.writer import ShardWriter
+
+    out = Path(out)
+    check_backend(backend)
+    d = folder_definition(root, polarity_file) if dataset == "folder" else load_definition(dataset)
+    videos = scan(root, d)
+    splits = make_splits(videos, d, split_file, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = lock(out)
+    try:
+        check_output(out, dataset, params, overwrite)
+        if not (out / fmt.PARAMS).exists():
+            fmt.write_json_atomic(out / fmt.PARAMS, {
+                "format_version": FORMAT_VERSION, "dataset": dataset,
+                "root": str(Path(root).resolve()), "params": params.to_dict()})
+        fmt.write_json_atomic(out / fmt.SPLITS, splits)
+        writer = ShardWriter(out, params, dataset=dataset, classes=d.classes,
+                             polarity=d.polarity, membership=membership(splits["splits"]),
+                             split_names=list(splits["splits"])).open()
+        selected = round_robin(videos)[:limit] if limit else videos
+        if retry_failed:
+            writer.forget_failures({v.id for v in selected})
+        done = writer.done
+        todo = [v for v in selected if v.id not in done]
+        res = RunResult(out, scanned=len(videos), selected=len(selected),
+                        already_done=len(selected) - len(todo), salvaged=writer.salvaged)
+        crash_after = int(os.environ.get(CRASH_HOOK, 0))
+        t0 = time.time()
+        try:
+            if todo:
+                _decode_all(todo, params, jobs, backend, writer, res, crash_after, progress, tqdm)
+            writer.close()
+        except BaseException:
+            writer.abandon()   # journal + partial stay: the same command resumes
+            raise
+        res.seconds = time.time() - t0
+    finally:
+        os.close(fd)
+    records = json.loads((out / fmt.INDEX).read_text())["videos"]
+    res.ok_total = sum(r["status"] == fmt.OK for r in records)
+    res.failed_total = sum(r["status"] == fmt.FAILED for r in records)
+    res.shards = len(list(out.glob(fmt.SHARD_GLOB)))
+    res.bytes_on_disk = sum(p.stat().st_size for p in output_files(out))
+    echo(summary(res, dataset, root, jobs, backend))
+    return res
+
+
+def _decode_all(todo, params, jobs, backend, writer, res, crash_after, progress, tqdm):
+    from joblib import delayed
+    parallel, client = make_parallel(jobs, backend)
+    p = params.to_dict()
+    try:
+        results = parallel(delayed(decode_one)(i, str(v.path), p) for i, v in enumerate(todo))
+        bar = tqdm(results, total=len(todo), unit="video", disable=not progress,
+                   desc="preprocess", dynamic_ncols=True)
+        for i, r in bar:
+            v = todo[i]
+            res.decoded += 1
+            if r["ok"]:
+                writer.add(v, r["frames"], r["mfcc"], r["info"], r["sha1"])
+                res.ok_now += 1
+            else:
+                writer.add_failure(v, r["reason"], r["log"])
+                res.failed_now.append((v.id, r["reason"]))
+                bar.set_postfix(failed=len(res.failed_now))
+            if crash_after and res.decoded == crash_after:
+                os._exit(9)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def summary(res: RunResult, dataset, root, jobs, backend) -> str:
+    lines = [f"preprocess {dataset}: {res.scanned} videos under {root}"
+             + (f", {res.selected} selected by --limit" if res.selected != res.scanned else "")]
+    if res.already_done:
+        lines.append(f"  already done: {res.already_done} (not decoded again"
+                     + (f"; {res.salvaged} recovered from an interrupted shard" if res.salvaged
+                        else "") + ")")
+    if res.decoded:
+        per = res.seconds / res.decoded
+        workers = "dask workers" if is_dask(backend) else f"jobs {jobs or default_jobs()}"
+        lines.append(f"  decoded now: {res.decoded} in {res.seconds:.1f} s ({per:.2f} s/video, "
+                     f"{workers}, backend {backend or 'loky'}): "
+                     f"{res.ok_now} ok, {len(res.failed_now)} failed")
+        for vid, reason in res.failed_now[:10]:
+            lines.append(f"    failed: {vid}: {reason}")
+        if len(res.failed_now) > 10:
+            lines.append(f"    ... and {len(res.failed_now) - 10} more")
+    else:
+        lines.append("  nothing to decode: the output is complete")
+    lines.append(f"  output {res.out}: {res.ok_total} ok, {res.failed_total} failed, "
+                 f"{res.shards} shards, {human_bytes(res.bytes_on_disk)}")
+    if res.failed_total:
+        lines.append(f"  failures with ffmpeg's last lines: {res.out / fmt.FAILURES} "
+                     "(rerun with --retry-failed after fixing the files); exit status 1")
+    return "\n".join(lines)
+
+
+def demo_root(out, root) -> Path:
+    """Where the demo videos live: --root, else data/demo_videos, else <out>/../demo_videos."""
+    if root:
+        return Path(root)
+    return Path("data/demo_videos") if out is None else Path(out).parent / "demo_videos"
+
+
+def ensure_demo_videos(root: Path, seed: int = 0, echo=print) -> Path:
+    """Generate the demo videos; make_demo_videos keeps files it already made (cheap rerun)."""
+    from pipeline.demo import make_demo_videos
+    echo(f"demo videos: {root}")
+    return make_demo_videos(root, seed=seed)

@@ -1,0 +1,280 @@
+"""Writes decoded videos into HDF5 shards, crash-safe. Only the parent process writes.
+
+Commit protocol for one video (the file names are in pipeline/format.py):
+  1. its group is written into the open `shard-N.h5.partial`, the file is flushed and fsync'ed;
+  2. its index record is appended to `journal.jsonl` and fsync'ed: from now on it is committed.
+When the partial shard reaches the target size (or the run ends) it is closed, fsync'ed and
+renamed to `shard-N.h5`, then index.json is rewritten (temp + rename) with its videos, then the
+journal is emptied. index.json only ever names complete shards, so a reader never sees a
+half-written file.
+
+Recovery (`open`, after a kill -9): videos journaled in a shard that was already renamed are
+added to the index; videos journaled in a leftover .partial are copied into a fresh .partial
+(the old file is first renamed .salvage, so a crash during the copy loses nothing) and are not
+decoded again; a group that cannot be read back (or a .partial that does not open) is dropped
+and its video is decoded again by the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import format as fmt
+from pipeline.format import read_jsonl, write_json_atomic, write_text_atomic
+from pipeline.params import FORMAT_VERSION, PreprocessParams
+
+
+def _fsync_path(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _source(video) -> str:
+    return str(Path(video.path).absolute())
+
+
+class ShardWriter:
+    def __init__(self, out_dir, params: PreprocessParams, *, dataset: str, classes: list[str],
+                 polarity: list[int], membership: dict[str, dict[str, str]],
+                 split_names: list[str]):
+        self.out = Path(out_dir)
+        self.params = params
+        self.header = {"format_version": FORMAT_VERSION, "dataset": dataset, "classes": classes,
+                       "polarity": polarity, "params": params.to_dict(), "splits": split_names,
+                       "hash": fmt.HASH_NAME}
+        self.membership = membership
+        self.target_bytes = float(params.shard_size_mb) * 2**20
+        self.records: dict[str, dict] = {}    # committed to index.json (or about to be)
+        self.pending: list[dict] = []         # journaled records of videos in the open partial
+        self.logs: dict[str, dict] = {}       # id -> failures.jsonl line
+        self._file = None                     # the open h5py.File of the partial shard
+        self._shard = None                    # its final name
+        self._bytes = 0
+        self.salvaged = 0                     # videos recovered from a partial shard at open()
+        self.dropped = 0                      # journaled videos that could not be recovered
+
+    # ---- state ----
+    @property
+    def done(self) -> set[str]:
+        """Ids committed (ok or failed): the run does not decode them again."""
+        return set(self.records) | {r["id"] for r in self.pending}
+
+    def forget_failures(self, ids: set[str]):
+        """--retry-failed: these videos, if they failed, count as not done."""
+        for i in [i for i, r in self.records.items() if r["status"] == fmt.FAILED and i in ids]:
+            del self.records[i]
+            self.logs.pop(i, None)
+
+    def _next_shard_number(self) -> int:
+        names = [p.name for p in self.out.glob("shard-*.h5*")]
+        names += [r["shard"] for r in self.records.values() if r.get("shard")]
+        return max((fmt.shard_number(n) for n in names), default=-1) + 1
+
+    # ---- open / recover ----
+    def open(self):
+        import h5py
+        self.out.mkdir(parents=True, exist_ok=True)
+        for tmp in self.out.glob("*.tmp"):   # leftovers of an interrupted atomic write
+            tmp.unlink()
+        index_path = self.out / fmt.INDEX
+        if index_path.exists():
+            index = json.loads(index_path.read_text())
+            fmt.check_version(index.get("format_version"), str(index_path))
+            self.records = {r["id"]: r for r in index["videos"]}
+        self.logs = {d["id"]: d for d in read_jsonl(self.out / fmt.FAILURES)}
+        to_salvage = []
+        for rec in read_jsonl(self.out / fmt.JOURNAL):
+            log = rec.pop("log", None)
+            old = self.records.get(rec["id"])
+            if old is not None and (old["status"] == fmt.OK or rec["status"] == fmt.FAILED):
+                continue   # crash after the index write, before the journal reset
+            # (an ok journal record replaces a failure: a --retry-failed run that succeeded)
+            if rec["status"] == fmt.FAILED:
+                self.records[rec["id"]] = rec
+                self.logs[rec["id"]] = log
+            elif (self.out / rec["shard"]).exists():   # renamed, index not yet rewritten
+                if self._readable(h5py, self.out / rec["shard"], rec):
+                    self.records[rec["id"]] = rec
+                else:
+                    self.dropped += 1
+            else:
+                to_salvage.append(rec)
+        self.write_index()                    # failures and renamed shards from the journal
+        self._salvage(h5py, to_salvage)
+        current = self._shard + fmt.PARTIAL_SUFFIX if self._file is not None else None
+        for p in [*self.out.glob("shard-*" + fmt.PARTIAL_SUFFIX),
+                  *self.out.glob("shard-*" + fmt.SALVAGE_SUFFIX)]:
+            if p.name != current:             # nothing journaled lives there
+                p.unlink()
+        self._write_journal()
+        return self
+
+    @staticmethod
+    def _readable(h5py, path: Path, rec: dict, f=None) -> bool:
+        try:
+            own = f is None
+            f = h5py.File(path, "r") if own else f
+            try:
+                g = f[fmt.video_key(rec["id"])]
+                frames, mfcc = g[fmt.FRAMES], g[fmt.MFCC]
+                ok = (list(frames.shape) == rec["frames_shape"]
+                      and list(mfcc.shape) == rec["mfcc_shape"])
+                # read the last bytes: a truncated file fails here
+                frames[(-1,) * (frames.ndim - 1)]
+                if mfcc.shape[0]:
+                    mfcc[-1]
+                return ok
+            finally:
+                if own:
+                    f.close()
+        except Exception:
+            return False
+
+    def _salvage(self, h5py, recs: list[dict]):
+        if not recs:
+            return
+        shard = recs[0]["shard"]
+        partial = self.out / (shard + fmt.PARTIAL_SUFFIX)
+        salvage = self.out / (shard + fmt.SALVAGE_SUFFIX)
+        if not salvage.exists():
+            if not partial.exists():
+                self.dropped += len(recs)
+                return
+            os.replace(partial, salvage)
+        partial.unlink(missing_ok=True)       # an earlier salvage that was itself interrupted
+        try:
+            src = h5py.File(salvage, "r")
+        except Exception:
+            src = None
+        self._start_shard(fmt.shard_number(shard))
+        if src is not None:
+            with src:
+                for rec in recs:
+                    if rec["shard"] == shard and self._readable(h5py, salvage, rec, f=src):
+                        key = fmt.video_key(rec["id"])
+                        src.copy(src[key], self._file[fmt.VIDEOS_GROUP], name=key.split("/")[1])
+                        self.pending.append(rec)
+                        g = self._file[key]
+                        self._bytes += g[fmt.FRAMES].nbytes + g[fmt.MFCC].nbytes
+        self.dropped += len(recs) - len(self.pending)
+        self.salvaged = len(self.pending)
+        self._file.flush()
+        _fsync_path(partial)
+        self._write_journal()                 # journal now describes the new partial only
+        salvage.unlink()
+
+    # ---- writing ----
+    def _start_shard(self, number: int):
+        import h5py
+        self._shard = fmt.shard_name(number)
+        self._file = h5py.File(self.out / (self._shard + fmt.PARTIAL_SUFFIX), "w")
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._file.attrs["dataset"] = self.header["dataset"]
+        self._file.attrs["params"] = json.dumps(self.params.to_dict())
+        self._file.create_group(fmt.VIDEOS_GROUP)
+        self._bytes = 0
+
+    def add(self, video, frames: np.ndarray, mfcc: np.ndarray, info: dict, sha1: str) -> dict:
+        """Write one decoded video and commit it (see the module docstring)."""
+        if frames.dtype != np.uint8 or frames.ndim != 6 or frames.shape[-1] != 3:
+            raise ValueError(f"{video.id}: frames must be uint8 [S,t,k,H,W,3], got "
+                             f"{frames.dtype} {frames.shape}")
+        mfcc = np.asarray(mfcc, dtype=np.float32)
+        if self._file is None:
+            self._start_shard(self._next_shard_number())
+        g = self._file.create_group(fmt.video_key(video.id))
+        if self.params.compression:           # chunk = one snippet: still one read per sample
+            kw = dict(chunks=(1,) + frames.shape[1:], compression=self.params.compression)
+        else:
+            kw = {}                           # contiguous
+        g.create_dataset(fmt.FRAMES, data=frames, **kw)
+        g.create_dataset(fmt.MFCC, data=mfcc)
+        rec = fmt.video_record(
+            id=video.id, label=video.label, cls=video.cls,
+            polarity=self.header["polarity"][video.label], source=_source(video),
+            status=fmt.OK, shard=self._shard, frames_shape=frames.shape, mfcc_shape=mfcc.shape,
+            fps=float(info.get("fps", 0.0)), duration=float(info.get("duration", 0.0)),
+            has_audio=bool(info.get("has_audio", False)), sha1=sha1,
+            notes=list(info.get("notes", [])))
+        for k in ("id", "label", "class", "source", "sha1", "fps", "duration", "has_audio"):
+            g.attrs[k] = rec[k]
+        g.attrs["info"] = json.dumps(info, default=str)
+        self._file.flush()
+        _fsync_path(self.out / (self._shard + fmt.PARTIAL_SUFFIX))
+        self._journal(rec)
+        self.pending.append(rec)
+        self._bytes += frames.nbytes + mfcc.nbytes
+        if self._bytes >= self.target_bytes:
+            self.finish_shard()
+        return rec
+
+    def add_failure(self, video, reason: str, log_tail: str) -> dict:
+        rec = fmt.video_record(id=video.id, label=video.label, cls=video.cls,
+                               polarity=self.header["polarity"][video.label],
+                               source=_source(video), status=fmt.FAILED, reason=reason)
+        log = {"id": video.id, "path": _source(video), "reason": reason, "log_tail": log_tail}
+        self._journal(dict(rec, log=log))
+        self.records[video.id] = rec
+        self.logs[video.id] = log
+        return rec
+
+    def _journal(self, rec: dict):
+        with open(self.out / fmt.JOURNAL, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _write_journal(self):
+        path = self.out / fmt.JOURNAL
+        if self.pending:
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.pending))
+        elif path.exists():
+            path.unlink()
+
+    def finish_shard(self):
+        """Close the partial shard, make it visible under its final name, index its videos."""
+        if self._file is None:
+            return
+        partial = self.out / (self._shard + fmt.PARTIAL_SUFFIX)
+        self._file.close()
+        self._file = None
+        if not self.pending:
+            partial.unlink()
+            return
+        _fsync_path(partial)
+        os.replace(partial, self.out / self._shard)
+        fmt.fsync_dir(self.out)
+        for rec in self.pending:
+            self.records[rec["id"]] = rec
+        self.pending = []
+        self.write_index()
+        self._write_journal()
+
+    def write_index(self):
+        """index.json and failures.jsonl from the committed records (unchanged -> untouched)."""
+        videos = []
+        for i in sorted(self.records):
+            rec = dict(self.records[i])
+            rec["splits"] = self.membership.get(i, {})
+            videos.append(rec)
+        failures = [self.logs[i] for i in sorted(self.logs)
+                    if self.records.get(i, {}).get("status") == fmt.FAILED]
+        write_text_atomic(self.out / fmt.FAILURES, "".join(json.dumps(d) + "\n" for d in failures))
+        write_json_atomic(self.out / fmt.INDEX, dict(self.header, videos=videos))
+
+    def close(self):
+        self.finish_shard()
+        self.write_index()
+        self._write_journal()
+
+    # a run interrupted by an exception leaves the journal and the partial for the next run
+    def abandon(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
