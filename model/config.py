@@ -1,4 +1,5 @@
-"""Every architecture choice of VAANet in one plain dataclass, plus the named presets.
+"""Every architecture choice of VAANet (and of its sibling DFAN) in one plain dataclass, plus
+the named presets.
 
 Defaults are the paper's values. Where the authors' published code differs from the paper,
 the difference is a field here and the "official" preset sets the code's value, so that a
@@ -7,6 +8,14 @@ checkpoint trained by that code loads strictly and gives the same logits.
     cfg = preset("paper", attention="VS+VCW+VT", num_classes=6)
     cfg = preset("official")          # the authors' code, for their checkpoints
     cfg = preset("demo")              # tiny, trains on a laptop CPU in minutes
+    cfg = preset("dfan")              # DFAN (Qiu et al., ICME 2020), our reading: model/dfan.py
+    cfg = preset("dfan-demo")         # tiny DFAN, same data sizes as "demo"
+
+`arch` picks the network ("vaanet" or "dfan"; model/build.py builds either). The DFAN fields
+(object_depth, scene_depth, dfan_width, dfan_kinds) are read only when arch == "dfan"; the
+shared fields keep their meaning there (segments, frames, crop, visual_depth for the action
+stream, freeze_visual for all three visual backbones, the audio fields for its optional audio
+stream). DFAN has spatial (VS) and temporal (VT) attention, plus AT with audio, but no VCW.
 """
 from __future__ import annotations
 
@@ -20,6 +29,30 @@ STREAMS = ("visual", "audio", "both")
 NORMS = ("hara", "official")
 AUDIO_SAMPLINGS = ("aligned", "official")
 VISUAL_DEPTHS = (10, 18, 34, 50, 101, 152)
+ARCHS = ("vaanet", "dfan")
+# DFAN's three visual feature kinds, in the order they are concatenated
+DFAN_KINDS = ("action", "object", "scene")
+IMAGE_DEPTHS = (18, 34, 50)  # 2D ResNets for the object and scene streams
+
+
+def parse_kinds(spec) -> tuple:
+    """'action+scene' (or ',' separated, or a list) -> ('action', 'scene') in DFAN_KINDS order.
+
+    An unknown name or an empty set raises ValueError listing the valid names.
+    """
+    parts = spec.replace(",", "+").split("+") if isinstance(spec, str) else list(spec)
+    names = set()
+    for part in parts:
+        name = str(part).strip().lower()
+        if name not in DFAN_KINDS:
+            raise ValueError(f"unknown DFAN feature kind {str(part).strip()!r} in {spec!r}: valid "
+                             f"kinds are {', '.join(DFAN_KINDS)} joined with '+' (e.g. "
+                             "'action+object+scene')")
+        names.add(name)
+    if not names:
+        raise ValueError(f"DFAN needs at least one feature kind of {', '.join(DFAN_KINDS)}, "
+                         f"got {spec!r}")
+    return tuple(k for k in DFAN_KINDS if k in names)
 
 
 def parse_attention(spec) -> frozenset:
@@ -69,6 +102,8 @@ def streams_for(attention) -> str:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # "vaanet" (model/vaanet.py) or "dfan" (model/dfan.py)
+    arch: str = "vaanet"
     num_classes: int = 8
     # which attention modules exist; a switched-off one is absent and its dimension is averaged
     attention: frozenset = field(default_factory=lambda: frozenset(ATTENTIONS))
@@ -114,11 +149,32 @@ class ModelConfig:
     # official preset so its checkpoints load strictly and parameter counts match
     unused_visual_fc: bool = False
 
+    # DFAN only (arch="dfan"): 2D ResNets on the middle frame of each snippet for the object
+    # (ImageNet weights) and scene (Places365 weights) streams; the action stream is the 3D
+    # ResNet of visual_depth. Each kind is reduced to dfan_width channels; dfan_kinds ablates them.
+    object_depth: int = 50
+    scene_depth: int = 50
+    dfan_width: int = 512
+    dfan_kinds: tuple = DFAN_KINDS
+
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("attention", parse_attention(self.attention))
         kernel = self.audio_first_kernel
         set_("audio_first_kernel", (kernel, kernel) if isinstance(kernel, int) else tuple(kernel))
+        set_("dfan_kinds", parse_kinds(self.dfan_kinds))
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "dfan":
+            if "VCW" in self.attention:
+                raise ValueError("DFAN has no channel-wise attention (VCW): its attentions are VS "
+                                 f"(spatial), VT (temporal) and AT (audio); got {self.attention_spec}")
+            for name in ("object_depth", "scene_depth"):
+                if getattr(self, name) not in IMAGE_DEPTHS:
+                    raise ValueError(f"{name} must be one of {IMAGE_DEPTHS} (2D ResNet), "
+                                     f"got {getattr(self, name)!r}")
+            if self.dfan_width <= 0:
+                raise ValueError(f"dfan_width must be positive, got {self.dfan_width}")
         if self.streams is None:
             set_("streams", streams_for(self.attention))
         if self.streams not in STREAMS:
@@ -164,6 +220,7 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["attention"] = format_attention(self.attention)
         d["audio_first_kernel"] = list(self.audio_first_kernel)
+        d["dfan_kinds"] = list(self.dfan_kinds)
         return d
 
     @classmethod
@@ -185,11 +242,20 @@ PRESETS = {
     # tiny: matches `vaanet preprocess --dataset demo` (4 segments x 8 frames, 64 px)
     "demo": dict(num_classes=4, visual_depth=10, segments=4, frames=8, crop=64,
                  audio_segments=4, audio_len=64),
+    # DFAN (our reading of the abstract, model/dfan.py): action (3D ResNet-101), object (ResNet-50,
+    # ImageNet) and scene (ResNet-50, Places365) features of frozen backbones, spatial and
+    # temporal attention, visual only; t = 10, k = 16, 112 px as the VAANet paper preset
+    "dfan": dict(arch="dfan", attention="VS+VT", freeze_visual=True),
+    # tiny DFAN with the data sizes of "demo"
+    "dfan-demo": dict(arch="dfan", attention="VS+VT", freeze_visual=True, num_classes=4,
+                      visual_depth=10, object_depth=18, scene_depth=18, segments=4, frames=8,
+                      crop=64, audio_segments=4, audio_len=64),
 }
 
 
 def preset(name: str, **overrides) -> ModelConfig:
-    """The named preset ("paper", "official", "demo") with some fields overridden.
+    """The named preset ("paper", "official", "demo", "dfan", "dfan-demo") with some fields
+    overridden.
 
     A new `attention` re-derives `streams` unless `streams` is given too.
     """

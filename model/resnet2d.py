@@ -1,4 +1,5 @@
-"""2D ResNet-18/34 with torchvision's parameter names: the audio backbone of VAANet.
+"""2D ResNets with torchvision's parameter names: the audio backbone of VAANet (18/34 on MFCC
+images) and the object / scene backbones of DFAN (18/34/50 on RGB frames).
 
 The audio stream sees one MFCC segment as a 1-channel image [B, 1, L, n_mfcc] (time x coefficient).
 Only the first convolution differs between the two presets:
@@ -12,6 +13,12 @@ first_stride / first_padding to override. The rest is torchvision's ResNet: conv
 maxpool - layer1..layer4 - avgpool - fc, so an ImageNet state dict maps name for name
 (model/weights.py: load_torchvision). Children are in torchvision's order, so
 `list(children())[:8]` is the Sequential the official code keeps as `a_resnet`.
+
+ResNet-50 (bottleneck blocks, expansion 4, torchvision's "v1.5" with the stride on the 3x3 conv;
+names layerL.B.{conv1,bn1,conv2,bn2,conv3,bn3}, layerL.0.downsample.{0,1}) is offered as an RGB
+image backbone: resnet2d(50, in_channels=3) takes an ImageNet or Places365 resnet50 file as it is.
+It is not built for 1-channel input (the audio stream stays on 18/34), and a 1-channel
+resnet2d(50) says so.
 """
 from __future__ import annotations
 
@@ -46,7 +53,33 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-ARCHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+class Bottleneck(nn.Module):
+    """torchvision's bottleneck: 1x1 reduce - 3x3 (carries the stride) - 1x1 expand (x4)."""
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+# depth -> (block, blocks per layer), as torchvision
+ARCHS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
+# depths built for 1-channel (MFCC) input; the bottleneck ones are RGB image backbones
+MONO_DEPTHS = (18, 34)
 
 
 class ResNet2D(nn.Module):
@@ -55,24 +88,28 @@ class ResNet2D(nn.Module):
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"2D ResNet depth must be one of {sorted(ARCHS)}, got {depth!r}")
+        if in_channels != 3 and depth not in MONO_DEPTHS:
+            raise ValueError(f"a {in_channels}-channel 2D ResNet: depth must be one of "
+                             f"{list(MONO_DEPTHS)}, got {depth} (ResNet-{depth} is an RGB image "
+                             f"backbone: resnet2d({depth}, in_channels=3))")
+        block, layers = ARCHS[depth]
         kernel = _pair(first_kernel)
         stride = _pair(first_stride) if first_stride is not None else tuple(2 if k > 1 else 1 for k in kernel)
         padding = _pair(first_padding) if first_padding is not None else tuple(k // 2 for k in kernel)
         self.depth, self.in_channels = depth, in_channels
-        self.out_channels = 512
+        self.out_channels = 512 * block.expansion
 
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=kernel, stride=stride, padding=padding, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        layers = ARCHS[depth]
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(self.out_channels, num_classes)
 
         # torchvision's init: He normal (fan_out) for convs, BN to identity; fc keeps PyTorch's default
         for m in self.modules():
@@ -82,20 +119,22 @@ class ResNet2D(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        # only block 0 of a layer changes the shape, so only it gets a downsample shortcut:
+        # layers 2-4 of a basic net, every layer of a bottleneck one (64 -> 256 already in layer1)
         downsample = None
-        if stride != 1 or self.inplanes != planes:  # block 0 of layer2..layer4
+        if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
+                nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes
-        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, in_channels, H, W] -> layer4 map [B, 512, h, w]."""
+        """[B, in_channels, H, W] -> layer4 map [B, out_channels, h, w] (512, or 2048 for 50)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer1(x)
         x = self.layer2(x)
@@ -109,7 +148,11 @@ class ResNet2D(nn.Module):
 
 def resnet2d(depth: int = 18, in_channels: int = 1, first_kernel=7, first_stride=None,
              first_padding=None, num_classes: int = 1000) -> ResNet2D:
-    """2D ResNet (18 or 34) with torchvision names; first_kernel=7 (paper) or (7, 1) (official)."""
+    """2D ResNet (18, 34, or 50 for RGB) with torchvision names.
+
+    Audio: in_channels=1, first_kernel=7 (paper) or (7, 1) (official). Frames (DFAN's object and
+    scene streams): resnet2d(depth, in_channels=3), torchvision's 7x7 stem.
+    """
     return ResNet2D(depth, in_channels, first_kernel, first_stride, first_padding, num_classes)
 
 
@@ -121,3 +164,8 @@ def resnet18(in_channels: int = 1, first_kernel=7, first_stride=None, first_padd
 def resnet34(in_channels: int = 1, first_kernel=7, first_stride=None, first_padding=None,
              num_classes: int = 1000) -> ResNet2D:
     return ResNet2D(34, in_channels, first_kernel, first_stride, first_padding, num_classes)
+
+
+def resnet50(in_channels: int = 3, num_classes: int = 1000) -> ResNet2D:
+    """torchvision's ImageNet ResNet-50 layout (Places365's resnet50 has the same, with 365 classes)."""
+    return ResNet2D(50, in_channels, 7, None, None, num_classes)

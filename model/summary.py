@@ -1,6 +1,8 @@
-"""A readable architecture summary of a VAANet: inputs, modules and their parameter counts.
+"""A readable architecture summary of a VAANet or a DFAN: inputs, modules and their parameter
+counts.
 
     print(format_summary(VAANet(preset("official"))))
+    print(format_summary(build_model(preset("dfan")), "dfan"))
 
 Counts are per top-level module (with the authors' module name beside ours), so they can be
 compared with the published code's: for the official preset with 8 classes they are
@@ -19,6 +21,15 @@ from model.official import OFFICIAL_NAMES, has_official_layout
 ROLES = {
     "norm": "input normalisation (no parameters)",
     "backbone": "3D ResNet, cut after layer4",
+    "image_norm": "ImageNet normalisation of the middle frames (no parameters)",
+    "object_backbone": "2D ResNet (ImageNet) on middle frames: object features",
+    "scene_backbone": "2D ResNet (Places365) on middle frames: scene features",
+    "action_reduce": "Conv1d 1x1 + BN + ReLU: action channels -> width",
+    "object_reduce": "Conv1d 1x1 + BN + ReLU: object channels -> width",
+    "scene_reduce": "Conv1d 1x1 + BN + ReLU: scene channels -> width",
+    "action_spatial": "VS: spatial attention on the action map",
+    "object_spatial": "VS: spatial attention on the object map",
+    "scene_spatial": "VS: spatial attention on the scene map",
     "reduce": "Conv1d 1x1 + BN + ReLU: channel reduction",
     "spatial": "VS: spatial attention over positions",
     "channel": "VCW: channel-wise attention",
@@ -43,7 +54,7 @@ class Row:
 
 def module_rows(model: nn.Module) -> list[Row]:
     """One row per top-level module; the authors' names only when the layout is theirs."""
-    official = has_official_layout(model.cfg)
+    official = getattr(model.cfg, "arch", "vaanet") == "vaanet" and has_official_layout(model.cfg)
     rows = []
     for name, module in model.named_children():
         params = list(module.parameters())
@@ -59,7 +70,7 @@ def parameter_counts(model: nn.Module, official_names: bool = False) -> dict[str
     return {(r.official if official_names else r.name): r.params for r in module_rows(model)}
 
 
-def format_summary(model: nn.Module, preset_name: str | None = None) -> str:
+def _vaanet_lines(model: nn.Module, preset_name: str | None) -> list[str]:
     cfg = model.cfg
     lines = [f"VAANet  preset {preset_name or '-'}  attention {cfg.attention_spec}  "
              f"streams {cfg.streams}  classes {cfg.num_classes}"]
@@ -70,6 +81,30 @@ def format_summary(model: nn.Module, preset_name: str | None = None) -> str:
                      + (f" (BN {'updates in train mode' if cfg.frozen_bn_updates else 'in eval mode'})"
                         if cfg.freeze_visual else "")
                      + f"; {model.positions} positions x {cfg.visual_channels} channels per segment")
+    return lines
+
+
+def _dfan_lines(model: nn.Module, preset_name: str | None) -> list[str]:
+    cfg = model.cfg
+    lines = [f"DFAN  preset {preset_name or '-'}  attention {cfg.attention_spec}  "
+             f"kinds {'+'.join(model.kinds) or '-'}  streams {cfg.streams}  classes {cfg.num_classes}"]
+    if cfg.visual:
+        depth = {"action": f"3D ResNet-{cfg.visual_depth} on the snippet (norm {cfg.norm!r})",
+                 "object": f"ResNet-{cfg.object_depth} on the middle frame (ImageNet norm)",
+                 "scene": f"ResNet-{cfg.scene_depth} on the middle frame (ImageNet norm)"}
+        lines.append(f"  visual input  [B, {cfg.segments}, 3, {cfg.frames}, {cfg.crop}, {cfg.crop}] "
+                     f"0..255; backbones {'frozen' if cfg.freeze_visual else 'trainable'}; "
+                     f"{model.positions} positions x {cfg.dfan_width} channels per kind and segment")
+        lines += [f"    {kind:<7} {depth[kind]}" for kind in model.kinds]
+    return lines
+
+
+def format_summary(model: nn.Module, preset_name: str | None = None) -> str:
+    cfg = model.cfg
+    if getattr(cfg, "arch", "vaanet") == "dfan":
+        lines = _dfan_lines(model, preset_name)
+    else:
+        lines = _vaanet_lines(model, preset_name)
     if cfg.audio:
         lines.append(f"  audio input   [B, {cfg.audio_segments}, {cfg.audio_len}, {cfg.n_mfcc}] MFCC "
                      f"({cfg.audio_sampling} sampling); ResNet-18, first conv "
@@ -85,3 +120,4 @@ def format_summary(model: nn.Module, preset_name: str | None = None) -> str:
     trainable = sum(r.trainable for r in rows)
     lines.append(f"  {'total':<46}{total:>13,}{trainable:>13,}")
     return "\n".join(lines)
+

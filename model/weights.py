@@ -1,4 +1,5 @@
-"""Pretrained weight import: Hara's 3D ResNets and torchvision's ImageNet ResNet-18.
+"""Pretrained weight import: Hara's 3D ResNets, torchvision's ImageNet ResNets (18 for audio;
+18/34/50 for DFAN's object stream) and Places365's torchvision-layout ResNets (DFAN's scene stream).
 
 All files are read with `safe_load`, i.e. torch.load(weights_only=True): tensors and plain
 containers only. A file that carries pickled code (an object whose unpickling would call a
@@ -6,7 +7,8 @@ function) is refused with a clear error, and that code never runs.
 
 Loading is strict: every parameter and buffer of the model comes from the file and every entry of
 the file lands in the model, except what the caller lets go explicitly:
-- the classifier `fc` (Kinetics-400 / ImageNet-1000 classes) is skipped unless keep_fc=True;
+- the classifier `fc` (Kinetics-400 / ImageNet-1000 / Places-365 classes) is skipped unless
+  keep_fc=True;
   the features VAANet uses stop at layer4;
 - BatchNorm `num_batches_tracked` counters may be absent: files saved before PyTorch 0.4.1
   (Hara's release, torchvision's first ResNet files) lack them, and they change no output;
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from model.resnet2d import ARCHS as ARCHS2D, Bottleneck as Bottleneck2D
 from model.resnet3d import ARCHS as ARCHS3D, Bottleneck
 
 BN_COUNTER = "num_batches_tracked"
@@ -261,6 +264,78 @@ def load_torchvision(model: nn.Module, path_or_state, first_conv: str = "sum",
         notes.append("conv1 freshly initialised (PyTorch default), as in the authors' code")
     report.notes += notes
     return report
+
+
+# ---- RGB image ResNets (DFAN's object and scene streams) ----------------------------------------
+
+def image_layout(state: dict):
+    """Guess the depth (18, 34, 50 or None) of a torchvision-named 2D ResNet state dict."""
+    blocks = [len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+    bottleneck = any(".conv3." in k for k in state)
+    return next((d for d, (block, layers) in ARCHS2D.items()
+                 if layers == blocks and (block is Bottleneck2D) == bottleneck), None)
+
+
+def load_image_backbone(model: nn.Module, path_or_state, what: str = "ImageNet",
+                        keep_fc: bool = False) -> LoadReport:
+    """An RGB ResNet with torchvision names into a 3-channel ResNet2D, strictly.
+
+    Takes torchvision's ImageNet files (resnet50-0676ba61.pth, ...: a bare state dict) and the
+    Places365 release (resnet50_places365.pth.tar: {'epoch', 'arch': 'resnet50', 'state_dict'
+    with `module.` keys, ...}), or any state dict of that layout; `what` names the source in
+    messages. The 1000/365-class fc is skipped unless keep_fc. Nothing is adapted: the first
+    conv must already be RGB, and a depth mismatch is an error that names the file's depth.
+    """
+    if getattr(model, "in_channels", 3) != 3:
+        raise ValueError(f"load_image_backbone needs a 3-channel (RGB) ResNet2D, got in_channels="
+                         f"{model.in_channels}; for the 1-channel audio net use load_torchvision")
+    state, meta, source = _unwrap(path_or_state, what)
+    arch = meta.get("arch")
+    if arch is not None and hasattr(model, "depth"):
+        found = re.fullmatch(r"resnet-?(\d+)", str(arch))
+        if found is None:
+            raise ValueError(f"{source}: arch {arch!r} is not a plain ResNet; this loader takes "
+                             "torchvision-layout 'resnet18' / 'resnet34' / 'resnet50' files")
+        if int(found.group(1)) != model.depth:
+            raise ValueError(f"{source}: arch {arch!r} does not match the model (ResNet-{model.depth}); "
+                             f"build it with depth {found.group(1)}")
+    depth = image_layout(state)
+    hint = ""
+    if depth is not None and depth != getattr(model, "depth", None):
+        hint = f"The file looks like a ResNet-{depth} ({what}): build the model with depth {depth}"
+    elif "conv1.weight" in state and state["conv1.weight"].dim() == 4 and state["conv1.weight"].shape[1] != 3:
+        hint = f"The file's conv1 takes {state['conv1.weight'].shape[1]} channels, not RGB"
+    fc = () if keep_fc else ("fc.",)
+    report = copy_state(model, state, skip=fc, keep=fc, source=source, hint=hint)
+    report.notes.append(f"{what} weights" + (f" (arch {arch!r})" if arch is not None else ""))
+    return report
+
+
+def load_dfan(model: nn.Module, action=None, object=None, scene=None, audio=None) -> list[LoadReport]:
+    """Pretrained backbones into a DFAN: action = Hara 3D ResNet file (model.backbone), object =
+    ImageNet and scene = Places365 RGB ResNets (torchvision names), audio = torchvision ResNet-18
+    (as VAANet's). Each is a path or a state dict; None leaves that backbone as initialised.
+    A weight given for a feature kind or stream the model does not have is an error."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or getattr(cfg, "arch", None) != "dfan":
+        raise ValueError(f"load_dfan expects a DFAN model, got {type(model).__name__}")
+    reports = []
+    for kind, weights, what in (("action", action, "Hara"), ("object", object, "ImageNet"),
+                                ("scene", scene, "Places365")):
+        if weights is None:
+            continue
+        if kind not in model.kinds:
+            raise ValueError(f"{kind} weights given, but the model has no {kind} stream (dfan_kinds "
+                             f"{'+'.join(cfg.dfan_kinds)}, streams {cfg.streams})")
+        if kind == "action":
+            reports.append(load_hara(model.backbone, weights))
+        else:
+            reports.append(load_image_backbone(getattr(model, f"{kind}_backbone"), weights, what))
+    if audio is not None:
+        if not cfg.audio:
+            raise ValueError(f"audio weights given, but the model has no audio stream (streams {cfg.streams})")
+        reports.append(load_torchvision(model.audio_backbone, audio))
+    return reports
 
 
 def load_official(vaanet: nn.Module, path_or_state):
