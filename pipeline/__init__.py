@@ -1,0 +1,1 @@
+"""ETL and the on-disk format: dataset layouts and splits, ffmpeg decode, MFCC, shards."""
