@@ -13,6 +13,8 @@ def train_data(tmp_path_factory):
     """Shards of 32 generated demo videos (8 per class, 2 s; split "given": 16 train, 16 test) at a
     tiny size, and `run(**kw)` -> the values of a training run of a tiny VAANet on them (the
     trainer's tests). Generated once per test session."""
+    from types import SimpleNamespace
+
     from pipeline import preprocess
     from pipeline.demo import make_demo_videos
     from pipeline.params import PreprocessParams
@@ -29,7 +31,6 @@ def train_data(tmp_path_factory):
     def run(out, **kw):
         return {"data": str(base / "shards"), "out": str(out), "preset": "demo", "epochs": 3,
                 "batch_size": 4, "lr": 1e-3, "workers": 0, "device": "cpu", "val_fraction": 0.25,
-                "model": dict(tiny), **kw}
+                "freeze_visual": True, "model": dict(tiny), **kw}
 
-    from types import SimpleNamespace
     return SimpleNamespace(path=base / "shards", run=run, model=tiny)

@@ -1,0 +1,481 @@
+"""The `vaanet` command line: one command per user verb.
+
+Commands stay thin: they parse and validate options, then call into `pipeline` and `model`.
+Heavy imports (torch, h5py) happen inside the commands so that `vaanet --help` is instant.
+"""
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vaanet")
+def main():
+    """Emotion recognition in user-generated videos (VAANet, AAAI 2020; DFAN, ICME 2020).
+
+    \b
+    Two stages, decoupled by files on disk:
+      vaanet preprocess --dataset e6 --root E6/   decode every video once into HDF5 shards
+      vaanet train --data data/processed/e6       stream the shards into the network
+    Start with the built-in demo:  vaanet preprocess --dataset demo && vaanet train
+    """
+
+
+# ---- ETL commands (pipeline/) -------------------------------------------------------------
+# preprocess, inspect: defined below this line.
+
+def _param_option(name, help):
+    return click.option(f"--{name.replace('_', '-')}", name, type=int, default=None,
+                        metavar="N", help=help)
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["e6", "ve8", "folder", "demo"]), required=True,
+              help="Layout and class list: Ekman-6, VideoEmotion-8, your own class folders, or "
+                   "the built-in generated demo.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Folder with one subfolder per class holding the videos (not for demo).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Output folder  [default: data/processed/DATASET]")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Train/test split: text lines 'train CLASS/NAME' / 'test CLASS/NAME', or "
+                   "JSON {\"train\": [...], \"test\": [...]} or a splits.json.")
+@click.option("--polarity-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="folder only: lines 'CLASS positive|negative' (or JSON {\"negative\": [...]}).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Parallel decoding workers  [default: all cores]")
+@click.option("--backend", default=None, metavar="NAME|tcp://HOST:PORT",
+              help="joblib backend: loky (default, processes), multiprocessing, threading, or "
+                   "dask / a dask scheduler address (needs `pip install vaanet[dask]` and the "
+                   "videos at the same path on every worker).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Process only N videos (taken from every class in turn): a quick try.")
+@_param_option("segments", "t: equal segments per video  [default: 10; demo 4]")
+@_param_option("snippets", "S: snippets kept per segment  [default: 1; demo 2]")
+@_param_option("frames", "k: successive frames per snippet  [default: 16; demo 8]")
+@_param_option("short_side", "Frames resized to this short side  [default: 112; demo 64]")
+@_param_option("max_long_side", "Long side centre-cropped to at most this  [default: 200; "
+                                 "demo 96]")
+@_param_option("sample_rate", "Audio resampled to this rate (Hz, mono)  [default: 16000]")
+@_param_option("n_mfcc", "MFCC coefficients per 10 ms frame  [default: 32]")
+@click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="MB", help="Target shard file size  [default: 1024]")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the random splits (ve8, folder) and of the demo videos  [default: 0]")
+@click.option("--overwrite", is_flag=True,
+              help="Delete an existing output made with other settings and start again.")
+@click.option("--retry-failed", is_flag=True, help="Decode videos that failed before again.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, limit, shard_size_mb,
+               seed, overwrite, retry_failed, quiet, **overrides):
+    """Decode every video once into HDF5 shards that `vaanet train` streams.
+
+    \b
+    Layout of --root (class folders matched ignoring case; ids are CLASS/NAME):
+      ROOT/anger/clip01.mp4   ROOT/anger/clip02.avi   ROOT/joy/...
+    Video files: mp4 avi webm mkv mov flv 3gp m4v mpg; other files are skipped with a warning.
+
+    \b
+    Splits, stored in OUT/splits.json:
+      e6, demo  one split "given": each class's sorted files alternate train, test, ...
+      ve8, folder  ten seeded stratified random splits "0".."9", 2/3 of every class train
+      --split-file replaces either rule.
+
+    \b
+    Output (OUT): index.json (every video: label, class, splits, shapes, status, sha1),
+    shard-NNNNN.h5 (frames uint8 [S,t,k,H,W,3] and mfcc float32 [T,n] per video), splits.json,
+    params.json, failures.jsonl (id, path, reason, ffmpeg's last lines).
+
+    \b
+    Interrupted (even kill -9)? Run the same command again: finished videos are kept and not
+    decoded again. On a finished output it changes nothing.
+
+    \b
+    Examples:
+      vaanet preprocess --dataset demo
+      vaanet preprocess --dataset e6 --root ~/data/Ekman6 --split-file e6_split.txt
+      vaanet preprocess --dataset ve8 --root ~/data/VideoEmotion8 --jobs 8
+      vaanet preprocess --dataset folder --root my_videos --polarity-file polarity.txt
+
+    \b
+    Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),
+    2 usage error (options, layout, or an output made with other settings).
+    """
+    import warnings
+    from pipeline import preprocess as pp
+
+    if dataset != "demo" and root is None:
+        raise click.UsageError(f"--root is required for --dataset {dataset}: the folder with one "
+                               "subfolder per class")
+    if polarity_file and dataset != "folder":
+        raise click.UsageError(f"--polarity-file is for --dataset folder; {dataset} has its "
+                               f"polarity in data/datasets/{dataset}.json")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if shard_size_mb is not None:
+        changes["shard_size_mb"] = int(shard_size_mb) if shard_size_mb == int(shard_size_mb) \
+            else shard_size_mb
+    try:
+        params = pp.default_params(dataset).replace(**changes)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
+        try:
+            if dataset == "demo" and root is None:
+                root = pp.demo_root(out, None)
+                pp.ensure_demo_videos(root, seed=seed or 0, echo=click.echo)
+            result = pp.run(dataset, root, out or f"data/processed/{dataset}", params,
+                            split_file=split_file, polarity_file=polarity_file, jobs=jobs,
+                            backend=backend, limit=limit, seed=seed, overwrite=overwrite,
+                            retry_failed=retry_failed, progress=not quiet, echo=click.echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: run the same command again to resume", err=True)
+            raise SystemExit(130)
+    raise SystemExit(result.exit_code)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per video (id, label, class, splits, has_audio, frames_shape, "
+                   "mfcc_shape, status, ...) instead of the summary.")
+@click.option("--verify", is_flag=True,
+              help="Read every sample back and check shapes, dtypes and finite values.")
+def inspect(directory, as_json, verify):
+    """Summarise a preprocessed directory: videos per class and split, failures, size, parameters.
+
+    \b
+    Examples:
+      vaanet inspect data/processed/demo
+      vaanet inspect data/processed/e6 --json | grep '"has_audio": false'
+      vaanet inspect data/processed/e6 --verify     # exit status 1 if anything is wrong
+    """
+    import json as _json
+    from pipeline import inspect as ins
+
+    try:
+        if as_json:
+            for rec in ins.records(directory):
+                click.echo(_json.dumps(rec))
+        else:
+            click.echo(ins.summary(directory))
+    except (FileNotFoundError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    if verify:
+        problems = ins.verify(directory, progress=not as_json)
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        n = len(ins.records(directory))
+        click.echo(f"verify: {'OK' if not problems else f'{len(problems)} problems'} "
+                   f"({n} videos in the index)", err=as_json)
+        if problems:
+            raise SystemExit(1)
+
+
+# ---- model commands (model/) --------------------------------------------------------------
+# model-info, import-checkpoint: defined below this line.
+
+@main.command("model-info")
+@click.option("--preset", "preset_name",
+              type=click.Choice(["paper", "official", "demo", "dfan", "dfan-demo"]),
+              default="paper", show_default=True, help="Model preset (dfan*: the DFAN network).")
+@click.option("--attn", default=None, metavar="SPEC",
+              help="Attentions, e.g. VS+VCW+VT+AT (the default), VS+VCW, AT, or none; "
+                   "DFAN: VS, VT, AT (default VS+VT).")
+@click.option("--num-classes", type=int, default=None, help="Classes (default: the preset's).")
+@click.option("--streams", type=click.Choice(["visual", "audio", "both"]), default=None,
+              help="Override the streams the attention spec implies (paper's ablation table).")
+@click.option("--kinds", default=None, metavar="SPEC",
+              help="DFAN feature kinds, e.g. action+object+scene (the default) or action+scene.")
+def model_info(preset_name, attn, num_classes, streams, kinds):
+    """Print the architecture and per-module parameter counts of a preset.
+
+    \b
+    Examples:
+      vaanet model-info --preset official --num-classes 8   (counts of the authors' code)
+      vaanet model-info --attn VS+VCW                      (a visual-only ablation)
+      vaanet model-info --preset dfan --kinds action+scene (DFAN without object features)
+    """
+    import torch
+
+    from model.build import build_model
+    from model.config import preset
+    from model.summary import format_summary
+
+    overrides = {k: v for k, v in dict(attention=attn, num_classes=num_classes, streams=streams,
+                                        dfan_kinds=kinds).items() if v is not None}
+    try:
+        cfg = preset(preset_name, **overrides)
+        if kinds is not None and cfg.arch != "dfan":
+            raise ValueError(f"--kinds applies to DFAN presets only (dfan, dfan-demo), not "
+                             f"{preset_name!r}")
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    with torch.device("meta"):  # shapes only: no memory, no random init
+        model = build_model(cfg)
+    click.echo(format_summary(model, preset_name))
+
+
+@main.command("import-checkpoint")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--num-classes", type=int, default=None,
+              help="Expected classes (checked against the file; default: read from it).")
+@click.option("--dataset", default=None, metavar="NAME",
+              help="Dataset definition giving the class names (default: ve8 for 8 classes, e6 for 6).")
+def import_checkpoint(src, dst, num_classes, dataset):
+    """Convert a checkpoint of the authors' VAANet code into a vaanet checkpoint.
+
+    SRC is the {'epoch', 'state_dict', 'optimizer'} file their training script saved; it is read
+    with torch.load(weights_only=True), so a file carrying pickled code is refused. DST gets a
+    vaanet checkpoint of the `official` preset (usable by `vaanet evaluate`) and, beside it,
+    DST's name with .config.json: the model configuration and classes.
+    """
+    import json
+    from pathlib import Path
+
+    from model import checkpoint
+    from model.official import build_from_official
+    from pipeline.datasets import load_definition
+
+    try:
+        model, cfg, meta = build_from_official(src, num_classes=num_classes)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if dataset is None:
+        dataset = {8: "ve8", 6: "e6"}.get(cfg.num_classes)
+        if dataset is not None:
+            click.echo(f"{cfg.num_classes} classes: assuming dataset {dataset} (use --dataset to choose)")
+    if dataset is not None:
+        try:
+            definition = load_definition(dataset)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise click.UsageError(str(e)) from None
+        if len(definition.classes) != cfg.num_classes:
+            raise click.UsageError(f"dataset {dataset} has {len(definition.classes)} classes, the "
+                                   f"checkpoint {cfg.num_classes}")
+        classes, polarity = list(definition.classes), list(definition.polarity)
+    else:
+        classes, polarity = [f"class{i}" for i in range(cfg.num_classes)], None
+    dst = Path(dst)
+    epoch = int(meta.get("epoch", 0))
+    checkpoint.save(dst, model=model.state_dict(), optimizer=None, scaler=None, epoch=epoch,
+                    model_config=cfg.to_dict(), run_config={}, classes=classes, polarity=polarity,
+                    best=None, imported_from=str(src))
+    config_path = dst.with_name(dst.stem + ".config.json")
+    config_path.write_text(json.dumps({"model_config": cfg.to_dict(), "classes": classes,
+                                       "polarity": polarity, "epoch": epoch,
+                                       "imported_from": str(src)}, indent=1) + "\n")
+    click.echo(f"imported {src} (epoch {epoch}, {cfg.num_classes} classes, 3D ResNet-"
+               f"{cfg.visual_depth}, {cfg.segments} visual / {cfg.audio_segments} audio segments)"
+               f"\nwrote {dst} and {config_path}")
+
+
+# ---- trainer commands (model/) ------------------------------------------------------------
+# train, evaluate, ablate: defined below this line.
+
+def _given(ctx, values: dict) -> dict:
+    """Only the options the user actually gave, so that a --config file's values survive."""
+    from click.core import ParameterSource
+    return {k: v for k, v in values.items()
+            if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+
+
+def _training_options(f):
+    """Options shared by `train` and `ablate` (every one overrides --config FILE)."""
+    options = [
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Preprocessed dataset folder (`vaanet preprocess --out`). Default: "
+                          "data/processed/demo when it exists (and then --preset demo)."),
+        click.option("--preset", type=click.Choice(["paper", "official", "demo"]), default=None,
+                     help="Model preset and its training defaults: paper (150 epochs, batch 32, "
+                          "lr 2e-4, t=10, k=16, ResNet-101 + ResNet-18), official (the authors' code, "
+                          "100 epochs) or demo (tiny, CPU). [default: paper]"),
+        click.option("--loss", type=click.Choice(["ce", "pcce"]), default=None,
+                     help="Cross-entropy or polarity-consistent CE. [default: pcce]"),
+        click.option("--lam", type=float, default=None, help="PCCE lambda. [default: 0.5]"),
+        click.option("--epochs", type=int, default=None),
+        click.option("--batch-size", type=int, default=None,
+                     help="Global batch (divided over processes with several GPUs)."),
+        click.option("--lr", type=float, default=None, help="Adam learning rate."),
+        click.option("--visual-weights", type=click.Path(dir_okay=False), default=None,
+                     help="Hara 3D ResNet checkpoint (e.g. resnet-101-kinetics.pth)."),
+        click.option("--audio-weights", type=click.Path(dir_okay=False), default=None,
+                     help="torchvision ResNet-18 ImageNet state dict (resnet18-f37072fd.pth)."),
+        click.option("--freeze-visual/--no-freeze-visual", default=None,
+                     help="Freeze the 3D ResNet (no gradient). [default: the preset's]"),
+        click.option("--split", default=None,
+                     help="Split of the data to train on, or 'all' for every split (VE-8 protocol: "
+                          "mean +- std over its 10 splits). [default: the data's first split]"),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                     help="[default: auto, CUDA when present]"),
+        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=None,
+                     help="Mixed precision: bf16, or fp16 with a gradient scaler (CUDA). [default: none]"),
+        click.option("--workers", type=int, default=None,
+                     help="Loader worker processes. [default: min(4, cores)]"),
+        click.option("--seed", type=int, default=None, help="[default: 0]"),
+        click.option("--val-fraction", type=float, default=None,
+                     help="Seeded share of each class of the training split held out for model "
+                          "selection; 0 selects the last epoch. [default: 0.1]"),
+        click.option("--select-on-test", is_flag=True, default=None,
+                     help="Select the best epoch on the TEST split instead (as the authors' code; "
+                          "named so in every output)."),
+        click.option("--resume", is_flag=True, default=None,
+                     help="Continue a killed run from RUN_DIR/last.pt (same options)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="JSON (or YAML, with pyyaml) file of option values; flags override it. "
+                          "A run's RUN_DIR/config.json is one."),
+        click.option("--gpus", type=int, default=1, show_default=True,
+                     help="Processes (GPUs) on this machine: N > 1 relaunches this command under "
+                          "torchrun with DistributedDataParallel."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _relaunch(gpus: int) -> None:
+    """`--gpus N`: run the same command line under torchrun with N processes, then exit."""
+    import sys
+
+    from model import distributed
+    if gpus > 1 and not distributed.under_torchrun():
+        argv, skip = [], False
+        for a in sys.argv[1:]:
+            if skip:
+                skip = False
+            elif a == "--gpus":
+                skip = True
+            elif not a.startswith("--gpus="):
+                argv.append(a)
+        raise SystemExit(distributed.launch(gpus, argv))
+
+
+def _resolve_run(ctx, values: dict, config_file, out_prefix: str = ""):
+    from model import run_config
+    try:
+        with run_config.user_errors():
+            return run_config.resolve(_given(ctx, values), config_file, out_prefix)
+    except run_config.RunError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="RUN_DIR. [default: runs/<data folder name>-<preset>]")
+@click.option("--attn", default=None, metavar="SPEC",
+              help="Attentions: VS, VCW, VT (visual) and AT (audio) joined by '+', or none; "
+                   "the streams follow (AT alone: audio only). [default: VS+VCW+VT+AT]")
+@_training_options
+@click.pass_context
+def train(ctx, config_file, gpus, **values):
+    """Train VAANet on preprocessed shards; test the best and last model.
+
+    \b
+    Each epoch: training loss and accuracy, validation metrics (a seeded carve-out of the
+    training split selects the best epoch), data-wait share and samples/s. At the end the
+    test split is evaluated with the best and the last model.
+    RUN_DIR gets: config.json (resolved options), last.pt and best.pt (written atomically;
+    --resume continues from last.pt), metrics.jsonl (one record per epoch, then the tests),
+    predictions-{best,last}-test.csv, results.json, results.md, and TensorBoard events in
+    RUN_DIR/tensorboard when tensorboard is installed (pip install tensorboard).
+    \b
+    Demo:  vaanet preprocess --dataset demo && vaanet train
+    """
+    from model import distributed, run_config
+    cfg = _resolve_run(ctx, values, config_file)
+    if cfg.data is None:
+        raise click.UsageError("no --data given and data/processed/demo does not exist: pass "
+                               "--data DIR or run `vaanet preprocess --dataset demo` first")
+    _relaunch(gpus)
+    try:
+        if cfg.split == "all":
+            from model.protocol import run_all_splits
+            run_all_splits(cfg)
+        else:
+            from model.trainer import train as run_training
+            run_training(cfg)
+    except run_config.RunError as e:
+        raise click.UsageError(str(e)) from None
+    finally:
+        distributed.cleanup()
+
+
+@main.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="RUN_DIR of `vaanet train`: evaluates its best.pt (see --which) on its data and split.")
+@click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False), default=None,
+              help="A checkpoint file (best.pt / last.pt) instead of --run.")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="With --run: which checkpoint.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Preprocessed dataset folder. [default: the run's]")
+@click.option("--split", default=None, help="[default: the run's split]")
+@click.option("--part", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the predictions CSV and metrics JSON. [default: the checkpoint's folder]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True)
+def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_size, workers):
+    """Deterministic evaluation of a trained model (fixed snippet, centre crop, no flip).
+
+    \b
+    Writes predictions-<checkpoint>-split<S>-<part>.csv (id, label, prediction, label and
+    predicted polarity, correct, one probability per class) and eval-...json (accuracy,
+    per-class accuracy, mean class accuracy, polarity accuracy, macro-F1, confusion matrix).
+    Two runs on the same checkpoint and data give identical files.
+    """
+    from model import run_config
+    from model.evaluate import evaluate as run_evaluation
+    from model.metrics import format_report
+    try:
+        with run_config.user_errors():
+            res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
+                                 which=which, device=device, batch_size=batch_size, workers=workers,
+                                 amp=amp, out=out)
+    except run_config.RunError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(format_report(res["report"], res["classes"], f"split {res['split']}, {res['part']} part:"))
+    click.echo(f"predictions: {res['predictions']}\nmetrics:     {res['metrics']}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the runs and the table. [default: runs/ablate-<data folder name>-<preset>]")
+@click.option("--attn", "attns", multiple=True, metavar="SPEC",
+              help="A row's attentions (repeatable), e.g. --attn VS --attn VS+VCW; 'paper' runs the "
+                   "paper's whole ablation (AT, VS, VS+VCW, VS+VCW+VT, VS+VCW+VT+AT with PCCE, and "
+                   "VS+VCW+VT, VS+VCW+VT+AT with CE). [default: paper]")
+@_training_options
+@click.pass_context
+def ablate(ctx, attns, config_file, gpus, **values):
+    """Train and test one configuration per --attn (and --loss), then print one table.
+
+    \b
+    Columns: attention, streams, loss, test accuracy per class, overall accuracy, and for VE-8
+    and E-6 the paper's accuracy for the same row. Written to OUT/ablation.md and
+    OUT/ablation.csv; each row's run is OUT/<attention>-<loss>/ (a full `vaanet train` RUN_DIR).
+    With --split all each row runs every split and reports the mean.
+    """
+    from model import distributed, run_config
+    given_loss = values.pop("loss")
+    cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
+    if cfg.data is None:
+        raise click.UsageError("no --data given and data/processed/demo does not exist")
+    _relaunch(gpus)
+    try:
+        from model.ablate import run_ablation
+        run_ablation(cfg, list(attns), [given_loss] if given_loss else [])
+    except run_config.RunError as e:
+        raise click.UsageError(str(e)) from None
+    finally:
+        distributed.cleanup()
+
+
+if __name__ == "__main__":
+    main()

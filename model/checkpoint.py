@@ -1,0 +1,125 @@
+"""Training checkpoints: written atomically, loaded safely, checked against the run at hand.
+
+A checkpoint is a dict of tensors and plain Python values only, so that it loads with
+`torch.load(..., weights_only=True)` (no pickled code runs):
+    format        "vaanet-checkpoint" and version, to recognise our files
+    model         model state dict (no DistributedDataParallel "module." prefix)
+    optimizer     optimizer state dict
+    scaler        GradScaler state dict (fp16 mixed precision) or None
+    epoch         number of epochs completed
+    rng           python, numpy, torch and CUDA random states
+    model_config  ModelConfig as a dict (rebuilds the network)
+    run_config    the resolved training configuration
+    classes       class names in label order, polarity the matching 0/1 list
+    best          {"metric": name, "value": float, "epoch": int} of the best model so far
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "vaanet-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict:
+    """Every random state the training loop touches, as tensors and plain values."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DistributedDataParallel (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save(path, **state) -> Path:
+    """Write the checkpoint to a temporary file in the same folder, then rename it over `path`:
+    a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def duplicate(src, dst) -> Path:
+    """Make `dst` a copy of checkpoint `src`, atomically: a hard link when the file system allows
+    (no second write of hundreds of MB; `save` replaces `src` by a new file later, so the link
+    keeps the old contents), else a full copy."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+def load(path, map_location="cpu") -> dict:
+    """Load one of our checkpoints; a missing, corrupt or foreign file gets a clear ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, pickled code
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a vaanet training checkpoint (expected a dict with "
+                         f"format={FORMAT!r}; an official VAANet file is imported with "
+                         "`vaanet import-checkpoint`)")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, classes: list[str], model_config: dict | None = None,
+                     what: str = "checkpoint") -> None:
+    """Raise ValueError when `ckpt` cannot serve data with `classes` or a run built with
+    `model_config` (resume: every field must agree)."""
+    have = list(ckpt["classes"])
+    if len(have) != len(classes):
+        raise ValueError(f"incompatible {what}: trained for {len(have)} classes ({', '.join(have)}), "
+                         f"the data has {len(classes)} ({', '.join(classes)})")
+    if have != list(classes):
+        raise ValueError(f"incompatible {what}: trained on classes {have}, the data has {list(classes)}")
+    if model_config is not None:
+        diff = {k: (ckpt["model_config"].get(k), v) for k, v in model_config.items()
+                if ckpt["model_config"].get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} in the {what}, {b!r} now" for k, (a, b) in diff.items())
+            raise ValueError(f"incompatible {what}: model configuration differs ({shown})")

@@ -1,0 +1,157 @@
+"""The resolved training configuration of one run.
+
+Precedence, lowest first: the defaults below, the preset's training defaults, a `--config FILE`
+(JSON, or YAML when pyyaml is installed), then the flags given on the command line. The result
+is saved as RUN_DIR/config.json, which is itself a valid `--config FILE`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEMO_DATA = Path("data/processed/demo")
+
+# training defaults per model preset: the paper's (150 epochs), the official code's (100 epochs),
+# and a demo that trains on a laptop CPU in a couple of minutes: small batches give BatchNorm
+# enough steps on the demo's 24 videos, and the 3D ResNet is frozen (random, as the official
+# code freezes its pretrained one) because backward through 3D convolutions is slow on CPU
+PRESET_DEFAULTS = {
+    "paper": dict(epochs=150, batch_size=32, lr=2e-4),
+    "official": dict(epochs=100, batch_size=32, lr=2e-4),
+    "demo": dict(epochs=10, batch_size=4, lr=1e-3, freeze_visual=True),
+}
+
+
+@dataclass
+class RunConfig:
+    data: str | None = None          # preprocessed dataset folder (vaanet preprocess --out)
+    out: str | None = None           # RUN_DIR: checkpoints, metrics, predictions
+    preset: str = "paper"            # model preset: paper | official | demo
+    attn: str | None = None          # attention spec, e.g. "VS+VCW+VT+AT"; None: the preset's
+    loss: str = "pcce"               # ce | pcce
+    lam: float = 0.5                 # PCCE lambda
+    epochs: int = 150
+    batch_size: int = 32
+    lr: float = 2e-4                 # Adam, no weight decay, no schedule (as the paper)
+    visual_weights: str | None = None  # Hara 3D ResNet checkpoint (e.g. resnet-101-kinetics.pth)
+    audio_weights: str | None = None   # torchvision resnet18 ImageNet state dict
+    freeze_visual: bool | None = None  # None: the preset's choice
+    split: str | None = None         # None: the data's first split; "all": every split (protocol)
+    device: str = "auto"             # auto | cpu | cuda
+    amp: str = "none"                # none | bf16 | fp16 (fp16 uses a GradScaler)
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    seed: int = 0
+    val_fraction: float = 0.1        # seeded, per class, carved from the training split
+    select_on_test: bool = False     # select the best epoch on the test split (named so in output)
+    resume: bool = False
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (config file only)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "RunConfig":
+        choices = {"preset": PRESET_DEFAULTS, "loss": ("ce", "pcce"), "device": ("auto", "cpu", "cuda"),
+                   "amp": ("none", "bf16", "fp16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"model must be a mapping of ModelConfig overrides, got {self.model!r}")
+        return self
+
+
+FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def read_file(path) -> dict:
+    """Values from a JSON (or YAML) file; unknown keys are errors so that typos do not pass."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path} is YAML but pyyaml is not installed; "
+                             "write JSON or `pip install pyyaml`") from None
+        values = yaml.safe_load(text) or {}
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    values.pop("resolved_model", None)  # written beside the run config for information only
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ValueError(f"unknown keys in {path}: {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
+    return values
+
+
+def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "") -> RunConfig:
+    """Merge defaults < preset defaults < config file < flags (only the flags actually given).
+    Without an `out`, the run goes to runs/<out_prefix><data folder name>-<preset>[-split<S>]."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    file_values = read_file(config_file) if config_file else {}
+    merged = {**file_values, **flags}
+    # no --data: the built-in demo when it has been preprocessed (and then its preset)
+    if merged.get("data") is None and DEMO_DATA.is_dir():
+        merged["data"] = str(DEMO_DATA)
+        merged.setdefault("preset", "demo")
+    preset = merged.get("preset", RunConfig.preset)
+    if preset not in PRESET_DEFAULTS:
+        raise ValueError(f"preset must be one of {', '.join(PRESET_DEFAULTS)}; got {preset!r}")
+    values = {**PRESET_DEFAULTS[preset], **merged}
+    if values.get("out") is None and values.get("data") is not None:
+        split = values.get("split")
+        values["out"] = str(Path("runs") / f"{out_prefix}{Path(values['data']).name}-{preset}"
+                            f"{'' if split in (None, 'all') else f'-split{split}'}")
+    return RunConfig(**values).validate()
+
+
+def save(cfg: RunConfig, run_dir, resolved_model: dict | None = None) -> Path:
+    """RUN_DIR/config.json, written atomically; `resolved_model` records the full ModelConfig."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = cfg.to_dict()
+    if resolved_model is not None:
+        d["resolved_model"] = resolved_model
+    path = run_dir / "config.json"
+    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(d, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+class RunError(ValueError):
+    """A problem with what the user gave (data folder, split, checkpoint, option value): the
+    command line shows its message as a usage error, without a traceback."""
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn ValueError / KeyError / FileNotFoundError raised while checking the user's input
+    into RunError (KeyError's message without its quotes)."""
+    try:
+        yield
+    except RunError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise RunError(msg) from e

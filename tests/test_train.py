@@ -1,0 +1,175 @@
+"""The trainer end to end on generated shards with a tiny VAANet (CPU)."""
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+from model import checkpoint, run_config
+from model.protocol import summarize
+from model.trainer import train
+
+
+def run(values: dict, **kw):
+    return train(run_config.resolve(values), quiet=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(train_data, tmp_path_factory):
+    """One tiny run of 6 epochs, shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    return out, run(train_data.run(out, epochs=6))
+
+
+def test_tiny_model_learns_the_demo_signal(trained):
+    out, res = trained
+    # 4 classes: chance is 25 %; colour and pitch make the demo easy to learn
+    assert res["test_best"]["accuracy"] >= 0.6, res["test_best"]
+    assert res["test_best"]["n"] == 16 and res["split"] == "given"
+
+
+def test_run_dir_contents(trained, train_data):
+    out, res = trained
+    for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "predictions-best-test.csv",
+                 "predictions-last-test.csv", "results.json", "results.md"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5, 6]
+    # 16 training videos, a quarter of each class (1 of 4) held out for validation
+    assert all(r["train"]["n"] == 12 and r["val"]["n"] == 4 for r in epochs)
+    assert all(0 <= r["speed"]["data_wait_fraction"] <= 1 and r["speed"]["samples_per_s"] > 0 for r in epochs)
+    finals = [r for r in records if "final" in r]
+    assert len(finals) == 2 and all(len(r["confusion"]) == 4 for r in finals)
+    # the resolved configuration is a valid --config file and names everything
+    cfg = run_config.resolve(config_file=out / "config.json")
+    assert cfg.epochs == 6 and cfg.lr == 1e-3 and cfg.model == train_data.model
+    resolved = json.loads((out / "config.json").read_text())["resolved_model"]
+    assert resolved["num_classes"] == 4 and resolved["attention"] == "VS+VCW+VT+AT"
+    # best.pt is the epoch the validation picked
+    assert checkpoint.load(out / "best.pt")["epoch"] == res["best_epoch"]
+    assert checkpoint.load(out / "last.pt")["epoch"] == 6
+    rows = list(csv.DictReader(open(out / "predictions-best-test.csv")))
+    assert len(rows) == 16
+    correct = sum(r["prediction"] == r["label"] for r in rows)
+    assert correct / 16 == pytest.approx(res["test_best"]["accuracy"])
+    assert "| best |" in (out / "results.md").read_text()
+
+
+def test_resume_gives_the_same_weights(train_data, tmp_path):
+    whole = tmp_path / "whole"
+    run(train_data.run(whole, epochs=2))
+    part = tmp_path / "part"
+    run(train_data.run(part, epochs=1))
+    run(train_data.run(part, epochs=2, resume=True))
+    a, b = checkpoint.load(whole / "last.pt"), checkpoint.load(part / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the resumed run logged epoch 2 only once more
+    epochs = [json.loads(x).get("epoch") for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [e for e in epochs if e] == [1, 2]
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 5, "seed": 7, "preset": "demo", "data": "x"}))
+    cfg = run_config.resolve({"epochs": 2, "lr": None}, tmp_path / "c.json")
+    assert (cfg.epochs, cfg.seed, cfg.preset, cfg.lr, cfg.batch_size) == (2, 7, "demo", 1e-3, 4)
+    assert run_config.resolve({"data": "x"}).epochs == 150  # the paper's defaults
+    (tmp_path / "bad.json").write_text(json.dumps({"epoch": 5}))
+    with pytest.raises(ValueError, match="unknown keys .*: epoch"):
+        run_config.resolve({}, tmp_path / "bad.json")
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_bad_inputs_get_clear_usage_errors(train_data, trained, tmp_path):
+    data = train_data.path
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"model": train_data.model, "epochs": 1, "workers": 0}))
+    base = ["train", "--preset", "demo", "--config", cfg, "--device", "cpu"]
+
+    r = cli(*base, "--data", tmp_path / "nothing", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "data folder not found" in r.output
+    (tmp_path / "empty").mkdir()
+    r = cli(*base, "--data", tmp_path / "empty", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "not a preprocessed dataset folder" in r.output
+
+    # index present, shard file gone
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("index.json", "params.json", "splits.json"):
+        (broken / name).write_bytes((data / name).read_bytes())
+    r = cli(*base, "--data", broken, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "shard files listed in index.json are missing" in r.output
+
+    r = cli(*base, "--data", data, "--split", "7", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "split '7' is not in the data; available splits: given" in r.output
+
+    r = cli(*base, "--data", data, "--attn", "VS+VCV", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "unknown attention 'VCV'" in r.output and "VS, VCW, VT, AT" in r.output
+
+    # an existing run is not overwritten; resuming it with another model is refused
+    out, _ = trained
+    r = cli(*base, "--data", data, "--out", out)
+    assert r.exit_code == 2 and "pass --resume" in r.output
+    r = cli(*base, "--data", data, "--out", out, "--resume", "--attn", "VS+VCW")
+    assert r.exit_code == 2 and "incompatible checkpoint" in r.output and "attention" in r.output
+    r = cli(*base, "--data", data, "--out", tmp_path / "fresh", "--resume")
+    assert r.exit_code == 2 and "checkpoint not found" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_protocol_summary_by_hand():
+    def res(acc, per_class):
+        return {"test_best": {"accuracy": acc, "mean_class_accuracy": acc, "polarity_accuracy": 1.0,
+                              "macro_f1": acc, "per_class_accuracy": per_class}}
+    s = summarize({"0": res(0.5, [1.0, 0.0]), "1": res(0.7, [0.5, None])}, ["a", "b"])
+    assert s["mean"]["accuracy"] == pytest.approx(0.6)
+    assert s["std"]["accuracy"] == pytest.approx(0.1414213562, rel=1e-6)  # sample std of 0.5, 0.7
+    assert s["mean"]["acc_a"] == pytest.approx(0.75) and s["mean"]["acc_b"] == 0.0
+    assert s["std"]["acc_b"] == 0.0  # one value only
+
+
+def test_split_all_writes_the_protocol_summary(train_data, tmp_path):
+    from model.protocol import run_all_splits
+    out = tmp_path / "all"
+    summary = run_all_splits(run_config.resolve(train_data.run(out, epochs=1, val_fraction=0, split="all")),
+                             quiet=True)
+    # the demo data has one split ("given"); VE-8 shards have "0".."9"
+    assert [r["split"] for r in summary["rows"]] == ["given"]
+    res = json.loads((out / "split-given" / "results.json").read_text())
+    assert summary["mean"]["accuracy"] == res["test_best"]["accuracy"]
+    assert "mean +- std" in (out / "summary.md").read_text()
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["split"] for r in rows] == ["given", "mean", "std"]
+    assert list(rows[0])[-4:] == ["acc_anger", "acc_fear", "acc_joy", "acc_surprise"]
+    assert (out / "config.json").is_file()
+
+
+def test_yaml_config(tmp_path):
+    pytest.importorskip("yaml")
+    (tmp_path / "c.yaml").write_text("preset: demo\nepochs: 3\nmodel:\n  crop: 48\n")
+    cfg = run_config.resolve({"data": "x"}, tmp_path / "c.yaml")
+    assert (cfg.preset, cfg.epochs, cfg.model) == ("demo", 3, {"crop": 48})
+
+
+def test_validation_carve_out_is_seeded_stratified_and_disjoint(train_data):
+    from model.evaluate import open_data
+    from model.trainer import carve_validation
+    reader = open_data(train_data.path)
+    ids = reader.split_ids("given", "train")
+    tr, val = carve_validation(reader, ids, 0.25, seed=0)
+    assert sorted(tr + val) == sorted(ids) and not set(tr) & set(val)
+    assert sorted(v.split("/")[0] for v in val) == ["anger", "fear", "joy", "surprise"]  # 1 of 4 each
+    assert carve_validation(reader, ids, 0.25, seed=0) == (tr, val)
+    assert any(carve_validation(reader, ids, 0.25, seed=s)[1] != val for s in range(1, 5))
+    assert carve_validation(reader, ids, 0, seed=0) == (ids, [])
+    reader.close()
