@@ -290,10 +290,12 @@ def _training_options(f):
         click.option("--data", type=click.Path(file_okay=False), default=None,
                      help="Preprocessed dataset folder (`vaanet preprocess --out`). Default: "
                           "data/processed/demo when it exists (and then --preset demo)."),
-        click.option("--preset", type=click.Choice(["paper", "official", "demo"]), default=None,
+        click.option("--preset", type=click.Choice(["paper", "official", "demo", "dfan", "dfan-demo"]),
+                     default=None,
                      help="Model preset and its training defaults: paper (150 epochs, batch 32, "
                           "lr 2e-4, t=10, k=16, ResNet-101 + ResNet-18), official (the authors' code, "
-                          "100 epochs) or demo (tiny, CPU). [default: paper]"),
+                          "100 epochs), demo (tiny, CPU), dfan (DFAN: action, object and scene "
+                          "features) or dfan-demo (tiny DFAN). [default: paper]"),
         click.option("--loss", type=click.Choice(["ce", "pcce"]), default=None,
                      help="Cross-entropy or polarity-consistent CE. [default: pcce]"),
         click.option("--lam", type=float, default=None, help="PCCE lambda. [default: 0.5]"),
@@ -305,6 +307,10 @@ def _training_options(f):
                      help="Hara 3D ResNet checkpoint (e.g. resnet-101-kinetics.pth)."),
         click.option("--audio-weights", type=click.Path(dir_okay=False), default=None,
                      help="torchvision ResNet-18 ImageNet state dict (resnet18-f37072fd.pth)."),
+        click.option("--object-weights", type=click.Path(dir_okay=False), default=None,
+                     help="DFAN only: torchvision ImageNet ResNet state dict for the object stream."),
+        click.option("--scene-weights", type=click.Path(dir_okay=False), default=None,
+                     help="DFAN only: Places365 ResNet checkpoint for the scene stream."),
         click.option("--freeze-visual/--no-freeze-visual", default=None,
                      help="Freeze the 3D ResNet (no gradient). [default: the preset's]"),
         click.option("--split", default=None,

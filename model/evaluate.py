@@ -165,7 +165,7 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     of `data` (defaults: the run's own data and split) and write predictions + metrics.
     Returns dict(report, predictions (path), metrics (path), split, part)."""
     from model.config import ModelConfig
-    from model.vaanet import VAANet
+    from model.build import build_model
     if (run is None) == (ckpt_path is None):
         raise ValueError("give either a run folder (--run) or a checkpoint file (--checkpoint)")
     if run is not None:
@@ -185,7 +185,7 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
 
     dev = resolve_device(device)
     model_cfg = ModelConfig.from_dict(ckpt["model_config"])
-    model = VAANet(model_cfg)
+    model = build_model(model_cfg)
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     pred = predict(model, EvalSet(reader, ids, model_cfg, batch_size, workers), dev, amp)

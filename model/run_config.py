@@ -17,12 +17,15 @@ DEMO_DATA = Path("data/processed/demo")
 
 # training defaults per model preset: the paper's (150 epochs), the official code's (100 epochs),
 # and a demo that trains on a laptop CPU in a couple of minutes: small batches give BatchNorm
-# enough steps on the demo's 24 videos, and the 3D ResNet is frozen (random, as the official
+# enough steps on the demo's 40 videos, and the 3D ResNet is frozen (random, as the official
 # code freezes its pretrained one) because backward through 3D convolutions is slow on CPU
 PRESET_DEFAULTS = {
     "paper": dict(epochs=150, batch_size=32, lr=2e-4),
     "official": dict(epochs=100, batch_size=32, lr=2e-4),
     "demo": dict(epochs=10, batch_size=4, lr=1e-3, freeze_visual=True),
+    # DFAN: features from frozen backbones, as its paper describes them ("extracted")
+    "dfan": dict(epochs=150, batch_size=32, lr=2e-4),
+    "dfan-demo": dict(epochs=10, batch_size=4, lr=1e-3, freeze_visual=True),
 }
 
 
@@ -30,7 +33,7 @@ PRESET_DEFAULTS = {
 class RunConfig:
     data: str | None = None          # preprocessed dataset folder (vaanet preprocess --out)
     out: str | None = None           # RUN_DIR: checkpoints, metrics, predictions
-    preset: str = "paper"            # model preset: paper | official | demo
+    preset: str = "paper"            # model preset: paper | official | demo | dfan | dfan-demo
     attn: str | None = None          # attention spec, e.g. "VS+VCW+VT+AT"; None: the preset's
     loss: str = "pcce"               # ce | pcce
     lam: float = 0.5                 # PCCE lambda
@@ -39,6 +42,8 @@ class RunConfig:
     lr: float = 2e-4                 # Adam, no weight decay, no schedule (as the paper)
     visual_weights: str | None = None  # Hara 3D ResNet checkpoint (e.g. resnet-101-kinetics.pth)
     audio_weights: str | None = None   # torchvision resnet18 ImageNet state dict
+    object_weights: str | None = None  # DFAN: ImageNet ResNet (torchvision names) for objects
+    scene_weights: str | None = None   # DFAN: Places365 ResNet for scenes
     freeze_visual: bool | None = None  # None: the preset's choice
     split: str | None = None         # None: the data's first split; "all": every split (protocol)
     device: str = "auto"             # auto | cpu | cuda

@@ -66,7 +66,7 @@ def model_config_for(cfg: run_config.RunConfig, classes: list[str]):
 
 
 def load_pretrained(model, cfg: run_config.RunConfig, log) -> None:
-    from model.weights import load_hara, load_torchvision
+    from model.weights import load_hara, load_image_backbone, load_torchvision
     if cfg.visual_weights:
         if not model.cfg.visual:
             raise ValueError("--visual-weights given but the model has no visual stream")
@@ -75,6 +75,14 @@ def load_pretrained(model, cfg: run_config.RunConfig, log) -> None:
         if not model.cfg.audio:
             raise ValueError("--audio-weights given but the model has no audio stream")
         log(str(load_torchvision(model.audio_backbone, cfg.audio_weights)))
+    for kind, path, what in (("object", cfg.object_weights, "ImageNet"),
+                             ("scene", cfg.scene_weights, "Places365")):
+        if path:
+            backbone = getattr(model, f"{kind}_backbone", None)
+            if backbone is None:
+                raise ValueError(f"--{kind}-weights given but the model has no {kind} stream "
+                                 "(a DFAN preset with that feature kind is needed)")
+            log(str(load_image_backbone(backbone, path, what)))
 
 
 class MetricsLog:
@@ -118,7 +126,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     from tqdm import tqdm
 
     from model.losses import build_loss
-    from model.vaanet import VAANet
+    from model.build import build_model
     from pipeline.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 
     # ---- processes, device, seeds ---------------------------------------------------------------
@@ -154,7 +162,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
 
         # ---- model, loss, optimizer -------------------------------------------------------------------
         model_cfg = model_config_for(cfg, classes)
-        model = VAANet(model_cfg)
+        model = build_model(model_cfg)
         load_pretrained(model, cfg, log)
         model.to(device)
         criterion = build_loss(cfg.loss, polarity, cfg.lam).to(device)

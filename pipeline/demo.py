@@ -98,7 +98,7 @@ def encode(path: Path, frames: np.ndarray, pcm: np.ndarray | None, fps: float, g
     os.replace(tmp, path)
 
 
-def make_demo_videos(out_dir, seed: int = 0, per_class: int = 6, duration: float = 4.0,
+def make_demo_videos(out_dir, seed: int = 0, per_class: int = 10, duration: float = 4.0,
                      size: tuple[int, int] = (160, 120), fps: float = 25) -> Path:
     """Write out_dir/<class>/<class>_<i>.mp4 for the classes of data/datasets/demo.json.
 

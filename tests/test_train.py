@@ -173,3 +173,20 @@ def test_validation_carve_out_is_seeded_stratified_and_disjoint(train_data):
     assert any(carve_validation(reader, ids, 0.25, seed=s)[1] != val for s in range(1, 5))
     assert carve_validation(reader, ids, 0, seed=0) == (ids, [])
     reader.close()
+
+
+def test_dfan_trains_and_evaluates_through_the_same_trainer(train_data, tmp_path):
+    from model.evaluate import evaluate
+    out = tmp_path / "dfan"
+    values = train_data.run(out, epochs=4, preset="dfan-demo")
+    values["model"] = {k: v for k, v in values["model"].items() if k != "visual_channels"}
+    res = run(values)
+    cfg = json.loads((out / "config.json").read_text())["resolved_model"]
+    assert cfg["arch"] == "dfan" and cfg["attention"] == "VS+VT"
+    model_keys = checkpoint.load(out / "best.pt")["model"].keys()
+    assert any(k.startswith("scene_backbone.") for k in model_keys)
+    assert not any(k.startswith("channel") for k in model_keys)
+    # the same checkpoint evaluated again gives the trainer's own test accuracy
+    again = evaluate(run=out, device="cpu")
+    assert again["report"]["accuracy"] == pytest.approx(res["test_best"]["accuracy"])
+    assert res["test_best"]["accuracy"] >= 0.5, res["test_best"]
