@@ -254,7 +254,7 @@ def main(argv=None):
         f"{len(videos)} videos x {args.duration:g} s at {args.size} (H.264 + AAC), {args.workers} "
         f"workers each, batch {args.batch}, training mode, warm page cache; on {cpu}.",
         f"Ours: shards from `vaanet preprocess` at t={params.segments}, k={params.frames}, short side "
-        f"{params.short_side} ({etl}); uint8 [10,3,16,112,112] + MFCC [10,256,32].",
+        f"{params.short_side} ({etl}); uint8 [10,16,112,112,3] (made channels-first on the device) + MFCC [10,256,32], batches built in shared memory by the workers.",
         "Baseline: JPEG frame folders at short side 240 + WAV; PIL decode, corner crop, resize to 112, "
         "float tensors, MFCC computed per access (4096 x 32, as the authors' code).",
         f"First batch (worker start-up) excluded from the rates; {m_ours['timed']} / {m_base['timed']} "

@@ -47,14 +47,14 @@ def test_eval_item_is_middle_snippet_centre_crop(reader):
     ds = ClipDataset(reader, reader.ids, config(), train=False)
     for i, vid in enumerate(reader.ids):
         item = ds[i]
-        assert item["visual"].dtype == torch.uint8 and item["visual"].shape == (4, 3, 8, 64, 64)
+        assert item["visual"].dtype == torch.uint8 and item["visual"].shape == (4, 8, 64, 64, 3)
         assert item["audio"].dtype == torch.float32 and item["audio"].shape == (4, 32, 32)
         assert item["label"].dtype == torch.int64 and item["label"].item() == reader.meta(vid)["label"]
         assert item["index"].item() == i
         stored = reader.frames(vid)                      # [S, t, k, H, W, 3], S = 2
         h, w = stored.shape[3:5]
         y, x = (h - 64) // 2, (w - 64) // 2
-        expect = stored[1, :, :, y:y + 64, x:x + 64].transpose(0, 4, 1, 2, 3)
+        expect = stored[1, :, :, y:y + 64, x:x + 64]
         assert np.array_equal(item["visual"].numpy(), expect)
         # evaluation is deterministic, whatever the epoch
         ds.set_epoch(5)
@@ -69,7 +69,7 @@ def test_eval_fewer_segments_and_frames(reader):
     h, w = stored.shape[3:5]
     y, x = (h - 48) // 2, (w - 48) // 2
     # 2 of 4 segments evenly spaced: 1 and 3; 4 of 8 frames centred: 2..5
-    expect = stored[1][[1, 3], 2:6, y:y + 48, x:x + 48].transpose(0, 4, 1, 2, 3)
+    expect = stored[1][[1, 3], 2:6, y:y + 48, x:x + 48]
     assert np.array_equal(ds[0]["visual"].numpy(), expect)
 
 
@@ -94,14 +94,14 @@ def test_train_item_is_a_random_piece_of_the_stored_video(reader):
     picks = []
     for epoch in range(4):
         ds.set_epoch(epoch)
-        clip = ds[0]["visual"].numpy().transpose(0, 2, 3, 4, 1)   # [t, k, c, c, 3]
+        clip = ds[0]["visual"].numpy()                            # [t, k, c, c, 3]
         origins = [find_origin(stored, clip[i], seg, 6, 56) for i, seg in enumerate([1, 3])]
         assert all(len(o) == 1 for o in origins), origins
         (j0, s0, y0, x0), (j1, s1, y1, x1) = origins[0][0], origins[1][0]
         assert (j0, y0, x0) == (j1, y1, x1)      # one snippet and one crop for the whole clip
         picks.append((j0, s0, s1, y0, x0))
         # same seed and epoch: the same sample
-        assert torch.equal(ds[0]["visual"], torch.from_numpy(clip.transpose(0, 4, 1, 2, 3).copy()))
+        assert torch.equal(ds[0]["visual"], torch.from_numpy(clip.copy()))
     assert len(set(picks)) == 4                   # every epoch cuts a different piece
     other = ClipDataset(reader, reader.ids, config(segments=2, frames=6, crop=56), train=True, seed=4)
     other.set_epoch(3)
@@ -158,7 +158,7 @@ def test_loader_batches_same_for_any_worker_count(reader):
     for e in (0, 1):
         assert [b["index"].tolist() for b in runs[0][e]] == [b["index"].tolist() for b in runs[2][e]]
         for b0, b2 in zip(runs[0][e], runs[2][e]):
-            assert b0["visual"].shape == (4, 4, 3, 6, 56, 56)
+            assert b0["visual"].shape == (4, 4, 6, 56, 56, 3)
             assert all(torch.equal(b0[k], b2[k]) for k in ("visual", "audio", "label"))
     order = [sum((b["index"].tolist() for b in runs[0][e]), []) for e in (0, 1)]
     assert sorted(order[0]) == sorted(order[1]) == list(range(8)) and order[0] != order[1]
@@ -190,13 +190,15 @@ def test_flip_on_device_and_stream_switches(reader):
     assert out["audio"] is None and out["label"].tolist() == batch["label"].tolist()
     flip = torch.rand(4, generator=torch.Generator().manual_seed(0)) < 0.5
     assert 0 < flip.sum() < 4                      # this seed flips some and keeps some
+    # on the device the clips become channels-first [B, t, 3, k, H, W]; a flip mirrors W
+    first = batch["visual"].permute(0, 1, 5, 2, 3, 4)
     for i in range(4):
-        expect = batch["visual"][i].flip(-1) if flip[i] else batch["visual"][i]
+        expect = first[i].flip(-1) if flip[i] else first[i]
         assert torch.equal(out["visual"][i], expect)
-    assert out["visual"].dtype == torch.uint8
-    assert torch.equal(to_device_batch(batch, "cpu", train=False)["visual"], batch["visual"])
+    assert out["visual"].dtype == torch.uint8 and out["visual"].is_contiguous()
+    assert torch.equal(to_device_batch(batch, "cpu", train=False)["visual"], first)
     all_flipped = to_device_batch(batch, "cpu", train=True, flip_p=1.0)["visual"]
-    assert torch.equal(all_flipped, batch["visual"].flip(-1))
+    assert torch.equal(all_flipped, first.flip(-1))
 
     audio_only = ClipDataset(reader, reader.ids, config(streams="audio"), train=True)
     item = audio_only[0]
@@ -246,3 +248,20 @@ def test_data_wait_meter():
     assert s["first_wait_s"] >= 0.05 and s["samples_per_s"] == pytest.approx(8 / s["step_s"])
     meter.reset()
     assert meter.summary()["steps"] == 0
+
+
+def test_worker_batches_equal_the_stacked_items(reader):
+    """__getitems__ (batches built in shared memory inside the workers) gives what
+    default_collate makes of the items, for both streams and in train mode."""
+    from torch.utils.data import default_collate
+    ds = ClipDataset(reader, reader.ids * 2, config(), train=True, seed=5)
+    loader = make_loader(ds, batch_size=3, train=True, workers=2, seed=1)
+    loader.sampler.set_epoch(2)
+    for batch in loader:
+        items = default_collate([ds[(int(i), 2)] for i in batch["index"]])
+        assert batch.keys() == items.keys()
+        for k in items:
+            assert batch[k].dtype == items[k].dtype and torch.equal(batch[k], items[k]), k
+    visual_only = ClipDataset(reader, reader.ids, config(streams="visual"), train=False)
+    batch = visual_only.__getitems__([0, 1])
+    assert batch["audio"].shape == (2, 0) and batch["visual"].shape == (2, 4, 8, 64, 64, 3)
