@@ -60,7 +60,7 @@ import torch.nn as nn
 
 from model.config import ModelConfig
 from model.normalize import InputNorm
-from model.resnet2d import resnet2d, resnet18
+from model.resnet2d import resnet2d
 from model.resnet3d import resnet3d
 from model.spatial_attention import SpatialAttention
 from model.temporal_attention import TemporalAttention
@@ -107,17 +107,7 @@ class DFAN(nn.Module):
                                                   cfg.temporal_bias_init)
             feats += w * len(self.kinds)
         if cfg.audio:  # VAANet's audio stream, module for module
-            self.audio_backbone = resnet18(in_channels=1, first_kernel=cfg.audio_first_kernel)
-            self.audio_backbone.fc = nn.Identity()
-            self.audio_embed = nn.Sequential(
-                nn.Linear(self.audio_backbone.out_channels, cfg.audio_channels),
-                nn.BatchNorm1d(cfg.audio_channels),
-                nn.Tanh(),
-            )
-            if "AT" in cfg.attention:
-                self.audio_temporal = TemporalAttention(cfg.audio_channels, cfg.audio_segments,
-                                                        cfg.audio_temporal_bias_init)
-            feats += cfg.audio_channels
+            feats += VAANet.add_audio_stream(self, cfg)
         self.classifier = nn.Linear(feats, cfg.num_classes)
         # He normal (fan_out) for the 1-D convs of reductions and attentions, as VAANet's head
         for name, module in self.named_children():

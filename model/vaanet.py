@@ -100,24 +100,28 @@ class VAANet(nn.Module):
                 self.visual_fc = nn.Linear(c, cfg.num_classes).requires_grad_(False)
             feats += c
         if cfg.audio:
-            # stride 2 and "same" padding along the axes the first kernel spans: (7, 1) gives
-            # stride (2, 1), padding (3, 0) as in the authors' code
-            self.audio_backbone = resnet18(in_channels=1, first_kernel=cfg.audio_first_kernel)
-            self.audio_backbone.fc = nn.Identity()
-            self.audio_embed = nn.Sequential(
-                nn.Linear(self.audio_backbone.out_channels, cfg.audio_channels),
-                nn.BatchNorm1d(cfg.audio_channels),
-                nn.Tanh(),
-            )
-            if "AT" in cfg.attention:
-                self.audio_temporal = TemporalAttention(cfg.audio_channels, cfg.audio_segments,
-                                                        cfg.audio_temporal_bias_init)
-            feats += cfg.audio_channels
+            feats += self.add_audio_stream(cfg)
         self.classifier = nn.Linear(feats, cfg.num_classes)
         self._init_visual_head()
         if cfg.visual and cfg.freeze_visual:
             self.backbone.requires_grad_(False)
             self.train(self.training)
+
+    def add_audio_stream(self, cfg: ModelConfig) -> int:
+        """audio_backbone, audio_embed and (with AT) audio_temporal; returns the feature width."""
+        # stride 2 and "same" padding along the axes the first kernel spans: (7, 1) gives
+        # stride (2, 1), padding (3, 0) as in the authors' code
+        self.audio_backbone = resnet18(in_channels=1, first_kernel=cfg.audio_first_kernel)
+        self.audio_backbone.fc = nn.Identity()
+        self.audio_embed = nn.Sequential(
+            nn.Linear(self.audio_backbone.out_channels, cfg.audio_channels),
+            nn.BatchNorm1d(cfg.audio_channels),
+            nn.Tanh(),
+        )
+        if "AT" in cfg.attention:
+            self.audio_temporal = TemporalAttention(cfg.audio_channels, cfg.audio_segments,
+                                                    cfg.audio_temporal_bias_init)
+        return cfg.audio_channels
 
     def _init_visual_head(self):
         # as the authors' code: He normal (fan_out) for the 1-D convs of the reduction and the
