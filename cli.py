@@ -57,7 +57,15 @@ def _param_option(name, help):
 @_param_option("max_long_side", "Long side centre-cropped to at most this  [default: 200; "
                                  "demo 96]")
 @_param_option("sample_rate", "Audio resampled to this rate (Hz, mono)  [default: 16000]")
-@_param_option("n_mfcc", "MFCC coefficients per 10 ms frame  [default: 32]")
+@_param_option("n_mfcc", "MFCC coefficients per audio frame  [default: 32]")
+@_param_option("n_filt", "Mel filters, at least --n-mfcc  [default: 40]")
+@_param_option("nfft", "FFT size, at least one window of samples  [default: 512]")
+@click.option("--winlen", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="MFCC window length in seconds  [default: 0.025]")
+@click.option("--winstep", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="MFCC hop in seconds  [default: 0.01, i.e. 100 frames/s]. The authors' code: "
+                   "--sample-rate 44100 --winlen 0.0464399 --winstep 0.0116100 --nfft 2048 "
+                   "(2048 / 512 samples).")
 @click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="MB", help="Target shard file size  [default: 1024]")
 @click.option("--seed", type=int, default=None,
