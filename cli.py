@@ -351,8 +351,9 @@ def _training_options(f):
     return f
 
 
-def _relaunch(gpus: int) -> None:
-    """`--gpus N`: run the same command line under torchrun with N processes, then exit."""
+def _relaunch(gpus: int, out: str | None = None) -> None:
+    """`--gpus N`: run the same command line under torchrun with N processes, then exit; `out`
+    is passed on explicitly so that every process writes to the folder resolved here."""
     import sys
 
     from model import distributed
@@ -365,21 +366,24 @@ def _relaunch(gpus: int) -> None:
                 skip = True
             elif not a.startswith("--gpus="):
                 argv.append(a)
+        if out is not None and "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+            argv += ["--out", out]
         raise SystemExit(distributed.launch(gpus, argv))
 
 
-def _resolve_run(ctx, values: dict, config_file, out_prefix: str = ""):
+def _resolve_run(ctx, values: dict, config_file, out_prefix: str = "", fresh_out: bool = False):
     from model import run_config
     try:
         with run_config.user_errors():
-            return run_config.resolve(_given(ctx, values), config_file, out_prefix)
+            return run_config.resolve(_given(ctx, values), config_file, out_prefix, fresh_out)
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
 
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="RUN_DIR. [default: runs/<data folder name>-<preset>]")
+              help="RUN_DIR. [default: runs/<data folder name>-<preset>, or with -2, -3, ... "
+                   "when that exists; with --resume the existing one]")
 @click.option("--attn", default=None, metavar="SPEC",
               help="Attentions: VS, VCW, VT (visual) and AT (audio) joined by '+', or none; "
                    "the streams follow (AT alone: audio only). [default: VS+VCW+VT+AT]")
@@ -400,11 +404,13 @@ def train(ctx, config_file, gpus, **values):
     Demo:  vaanet preprocess --dataset demo && vaanet train
     """
     from model import distributed, run_config
-    cfg = _resolve_run(ctx, values, config_file)
+    # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
+    # launching process has resolved the folder already and passed it with --out
+    cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist: pass "
                                "--data DIR or run `vaanet preprocess --dataset demo` first")
-    _relaunch(gpus)
+    _relaunch(gpus, cfg.out)
     try:
         if cfg.split == "all":
             from model.protocol import run_all_splits

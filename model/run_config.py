@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -109,9 +110,12 @@ def read_file(path) -> dict:
     return values
 
 
-def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "") -> RunConfig:
+def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "",
+            fresh_out: bool = False) -> RunConfig:
     """Merge defaults < preset defaults < config file < flags (only the flags actually given).
-    Without an `out`, the run goes to runs/<out_prefix><data folder name>-<preset>[-split<S>]."""
+    Without an `out`, the run goes to runs/<out_prefix><data folder name>-<preset>[-split<S>];
+    with `fresh_out` (and no resume) a folder that exists already gets a -2, -3, ... suffix, so
+    running the same command again starts a new run instead of refusing."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     file_values = read_file(config_file) if config_file else {}
     merged = {**file_values, **flags}
@@ -125,8 +129,12 @@ def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "") -
     values = {**PRESET_DEFAULTS[preset], **merged}
     if values.get("out") is None and values.get("data") is not None:
         split = values.get("split")
-        values["out"] = str(Path("runs") / f"{out_prefix}{Path(values['data']).name}-{preset}"
-                            f"{'' if split in (None, 'all') else f'-split{split}'}")
+        out = str(Path("runs") / f"{out_prefix}{Path(values['data']).name}-{preset}"
+                  f"{'' if split in (None, 'all') else f'-split{split}'}")
+        if fresh_out and not values.get("resume"):
+            out = next(f"{out}-{n}" if n > 1 else out for n in itertools.count(1)
+                       if not Path(f"{out}-{n}" if n > 1 else out).exists())
+        values["out"] = out
     return RunConfig(**values).validate()
 
 

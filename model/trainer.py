@@ -157,6 +157,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
             val_name = "val"
             selection = (f"validation ({len(val_ids)} videos held out of the training split)" if val_ids
                          else "last epoch (no validation set)")
+        log(f"run folder {cfg.out}")
         log(f"data {cfg.data}: split {split}: {len(train_ids)} train, {len(val_ids)} {val_name}, "
             f"{len(test_ids)} test videos; classes {', '.join(classes)}")
 
@@ -296,6 +297,8 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
         write_results(run_dir, results)
         if not quiet:
             print(results_table(results))
+            print(f"\nrun folder: {run_dir} (checkpoints, metrics.jsonl, predictions, results.md); "
+                  f"vaanet evaluate --run {run_dir}")
     return results
 
 

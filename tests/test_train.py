@@ -190,3 +190,19 @@ def test_dfan_trains_and_evaluates_through_the_same_trainer(train_data, tmp_path
     again = evaluate(run=out, device="cpu")
     assert again["report"]["accuracy"] == pytest.approx(res["test_best"]["accuracy"])
     assert res["test_best"]["accuracy"] >= 0.5, res["test_best"]
+
+
+def test_default_run_folder_is_fresh_unless_resuming(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    values = {"data": "shards/demo", "preset": "demo"}
+    first = run_config.resolve(values, fresh_out=True)
+    assert first.out == "runs/demo-demo"
+    (tmp_path / first.out).mkdir(parents=True)
+    assert run_config.resolve(values, fresh_out=True).out == "runs/demo-demo-2"
+    (tmp_path / "runs/demo-demo-2").mkdir()
+    assert run_config.resolve(values, fresh_out=True).out == "runs/demo-demo-3"
+    # --resume continues the existing folder; an explicit --out is taken as given
+    assert run_config.resolve({**values, "resume": True}, fresh_out=True).out == "runs/demo-demo"
+    assert run_config.resolve({**values, "out": "runs/demo-demo"}, fresh_out=True).out == "runs/demo-demo"
+    # without fresh_out (library calls, torchrun processes) the name is fixed
+    assert run_config.resolve(values).out == "runs/demo-demo"
