@@ -390,7 +390,7 @@ def _resolve_run(ctx, values: dict, config_file, out_prefix: str = "", fresh_out
 @_training_options
 @click.pass_context
 def train(ctx, config_file, gpus, **values):
-    """Train VAANet on preprocessed shards; test the best and last model.
+    """Train VAANet (or DFAN) on preprocessed shards; test the best and last model.
 
     \b
     Each epoch: training loss and accuracy, validation metrics (a seeded carve-out of the
