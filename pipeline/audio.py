@@ -3,6 +3,10 @@ computes the coefficients once, for the whole track (the authors recomputed them
 
 The PCM goes to `mfcc()` as integer sample values (the scale of a WAV file read with scipy), so the
 first coefficient (log frame energy) matches what that usual recipe gives.
+`mfcc()` runs python_speech_features' own steps, in the same order, a block of frames at a time
+(the same coefficients, bit for bit on the machines we checked; tests/test_audio.py compares):
+its `mfcc` builds a full index array and a copy of every 25 ms frame, and its one large
+filterbank product starts BLAS threads that spin on the other core; together 2.5-4x the CPU.
 A video without an audio stream gets zeros of the shape its duration would give; never an error.
 """
 from __future__ import annotations
@@ -11,8 +15,10 @@ import math
 
 import ffmpeg
 import numpy as np
-from python_speech_features import mfcc as psf_mfcc
+from numpy.lib.stride_tricks import as_strided
+from python_speech_features.base import get_filterbanks, lifter
 from python_speech_features.sigproc import round_half_up
+from scipy.fftpack import dct
 
 from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError
@@ -23,9 +29,13 @@ from pipeline.probe import Probe
 def decode_pcm(probe: Probe, sample_rate: int) -> np.ndarray:
     """The first audio stream as mono int16 samples at `sample_rate` (channels averaged by ffmpeg)."""
     inp = ffmpeg.input(probe.path, threads=1)
-    out = inp[f"a:{probe.audio_stream}"].output("pipe:", format="s16le", acodec="pcm_s16le",
-                                                 ac=1, ar=sample_rate)
-    raw, _ = ffmpeg_bin.run(out, reason="audio decode failed", path=probe.path)
+    # one-second frames to the encoder and muxer instead of one per AAC frame (~1/40 s): each
+    # frame is a hand-over between ffmpeg's threads, together a quarter of this run's CPU;
+    # regrouping (no padding) leaves every sample as it was
+    a = inp[f"a:{probe.audio_stream}"].filter("asetnsamples", n=sample_rate, p=0)
+    out = a.output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate)
+    raw, _ = ffmpeg_bin.run(out.global_args("-filter_complex_threads", "1"),
+                            reason="audio decode failed", path=probe.path)
     return np.frombuffer(raw, np.int16, count=len(raw) // 2)
 
 
@@ -38,12 +48,41 @@ def n_mfcc_frames(n_samples: int, params: PreprocessParams) -> int:
     return 1 + int(math.ceil((n_samples - frame_len) / step))
 
 
+# frames per FFT block (keeps the spectra in cache), and rows per filterbank product: at most
+# 24 x 257 x 40 multiply-adds, below OpenBLAS's size for starting threads (65536 * 4)
+_BLOCK = 480
+_DOT_ROWS = 24
+
+
 def mfcc(pcm: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """float32 [T, n_mfcc] from mono samples (int16 values or floats on the same scale)."""
-    feats = psf_mfcc(np.asarray(pcm, dtype=np.float64), samplerate=params.sample_rate,
-                     winlen=params.winlen, winstep=params.winstep, numcep=params.n_mfcc,
-                     nfilt=params.n_filt, nfft=params.nfft)
-    return feats.astype(np.float32)
+    """float32 [T, n_mfcc] from mono samples (int16 values or floats on the same scale).
+
+    python_speech_features.mfcc with its defaults (pre-emphasis 0.97, no window, lifter 22,
+    energy as coefficient 0), step by step; every frame's numbers go through the same operations."""
+    rate = params.sample_rate
+    sig = np.asarray(pcm, dtype=np.float64)
+    sig = np.append(sig[0], sig[1:] - 0.97 * sig[:-1])
+    frame_len = round_half_up(params.winlen * rate)
+    step = round_half_up(params.winstep * rate)
+    n = n_mfcc_frames(len(sig), params)
+    padded = np.concatenate((sig, np.zeros((n - 1) * step + frame_len - len(sig))))
+    # a view, not a copy; the window is all ones, which multiplies nothing
+    frames = as_strided(padded, (n, frame_len), (step * padded.itemsize, padded.itemsize),
+                        writeable=False)
+    fb_t = get_filterbanks(params.n_filt, params.nfft, rate, 0, rate / 2).T
+    feat, energy = np.empty((n, params.n_filt)), np.empty(n)
+    for a in range(0, n, _BLOCK):
+        pspec = 1.0 / params.nfft * np.square(np.absolute(np.fft.rfft(frames[a:a + _BLOCK], params.nfft)))
+        energy[a:a + len(pspec)] = np.sum(pspec, 1)
+        for b in range(0, len(pspec), _DOT_ROWS):
+            part = pspec[b:b + _DOT_ROWS]
+            feat[a + b:a + b + len(part)] = np.dot(part, fb_t)
+    eps = np.finfo(float).eps
+    energy = np.where(energy == 0, eps, energy)
+    feat = np.log(np.where(feat == 0, eps, feat))
+    feat = lifter(dct(feat, type=2, axis=1, norm="ortho")[:, :params.n_mfcc], 22)
+    feat[:, 0] = np.log(energy)
+    return feat.astype(np.float32)
 
 
 def silent_mfcc(duration: float, params: PreprocessParams) -> np.ndarray:

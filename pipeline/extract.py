@@ -27,7 +27,7 @@ def extract_video(path: str | os.PathLike, params: PreprocessParams) -> Extracte
     counted from the packet list for long videos), has_audio (False also when the sound track
     cannot be decoded: zeros then, with a note), snippet_starts (s, [S][t]), notes.
     """
-    p = probe(path)
+    p = probe(path, packets=True)
     notes: list[str] = []
     if not p.fps_known:
         notes.append(f"no frame rate in the header: assumed {p.fps:g} fps")

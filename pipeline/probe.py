@@ -7,23 +7,27 @@ ffmpeg prints one line per stream, e.g.
           Display Matrix: rotation of -90.00 degrees
     Stream #0:1[0x2](und): Audio: aac (LC), 44100 Hz, stereo, fltp, 128 kb/s
 Only the header is read, so probing costs one short ffmpeg start, whatever the file length.
+probe(path, packets=True) also lists the video packets in the same ffmpeg run (see frame_table):
+one process start and one header read fewer per video.
 """
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 
 import ffmpeg
 import numpy as np
 
 from pipeline.errors import VideoError, tail
-from pipeline.ffmpeg_bin import run, run_args
+from pipeline.ffmpeg_bin import DEFAULT_TIMEOUT, ffmpeg_exe, run, run_args
 
 DEFAULT_FPS = 25.0  # used only when the header names no frame rate at all
 
 _INPUT = re.compile(r"^Input #0, (.+?), from ", re.M)
 _DURATION = re.compile(r"Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)")
+_START = re.compile(r"Duration: [^,\n]*, start: (-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #0:(\d+)\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
 _SIZE = re.compile(r"(?<![\w/])([1-9]\d*)x([1-9]\d*)(?![\w])")
 _SAR = re.compile(r"SAR (\d+):(\d+)")
@@ -32,6 +36,8 @@ _MATRIX = re.compile(r"(?:Display Matrix|displaymatrix): rotation of (-?[\d.]+) 
 _ROTATE_TAG = re.compile(r"^\s*rotate\s*:\s*(-?\d+)", re.M)
 # still images (jpg, png, ...) are a "video" of one frame to ffmpeg; they are not videos for us
 _IMAGE_FORMATS = ("image2", "_pipe")
+# where the input's header ends in a log that goes on with outputs (their streams are "#0:N" too)
+_HEADER_END = re.compile(r"^(?:Stream mapping:|Output #)", re.M)
 
 
 @dataclass
@@ -49,6 +55,10 @@ class Probe:
     has_audio: bool
     audio_stream: int | None  # index among the audio streams
     log: str = field(repr=False, default="")
+    # the file's start time (s) as ffmpeg printed it: input seeks and timestamps count from it
+    start: float = 0.0
+    # (frame_table's result,) when probe(..., packets=True) listed the packets with the header
+    packets: tuple | None = field(repr=False, compare=False, default=None)
 
     @property
     def width(self) -> int:
@@ -101,6 +111,8 @@ def parse_header(path: str, log: str) -> Probe:
     if any(f in fmt for f in _IMAGE_FORMATS):
         raise VideoError(f"not a video file (still image, format {fmt})", tail(log), path)
 
+    m = _START.search(log)
+    start = float(m.group(1)) if m else 0.0
     duration = None
     m = _DURATION.search(log)
     if m and m.group(1) is not None:
@@ -158,11 +170,14 @@ def parse_header(path: str, log: str) -> Probe:
     return Probe(path=path, format=fmt, duration=duration, fps=float(fps), fps_known=fps_known,
                  coded_width=int(size.group(1)), coded_height=int(size.group(2)), sar=sar,
                  rotation=rotation, video_stream=index, has_audio=audio_count > 0,
-                 audio_stream=audio_first, log=log)
+                 audio_stream=audio_first, log=log, start=start)
 
 
-def probe(path: str | os.PathLike) -> Probe:
-    """Read the header of `path` with `ffmpeg -i`. Raises VideoError for files we cannot use."""
+def probe(path: str | os.PathLike, packets: bool = False) -> Probe:
+    """Read the header of `path` with `ffmpeg -i`. Raises VideoError for files we cannot use.
+
+    packets: list the video packets in the same run (kept for frame_table); a file whose packets
+    cannot be listed cleanly is probed as usual and frame_table lists them on its own."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoError("file not found", "", path)
@@ -170,10 +185,29 @@ def probe(path: str | os.PathLike) -> Probe:
         raise VideoError("not a file (directory)", "", path)
     if os.path.getsize(path) == 0:
         raise VideoError("zero-byte file", "", path)
+    if packets:
+        # every video stream, so the one parse_header picks is there whatever its index
+        rc, out, log = _run_ffmpeg(["-nostats", "-i", path, "-map", "0:v?", "-c", "copy",
+                                    "-copyinkf", "-f", "framecrc", "pipe:"], path)
+        m = _HEADER_END.search(log)
+        p = parse_header(path, log[:m.start()] if m else log)
+        if rc == 0 and "partial file" not in log:
+            p.packets = (_parse_packets(out.decode("ascii", errors="replace"), p.video_stream),)
+        return p
     # `ffmpeg -i FILE` without an output always exits 1 ("At least one output file must be
     # specified"): the exit code says nothing, the printed header says everything
     _, log = run_args(["-i", path], timeout=60)
     return parse_header(path, log)
+
+
+def _run_ffmpeg(args: list[str], path: str,
+                timeout: float | None = DEFAULT_TIMEOUT) -> tuple[int, bytes, str]:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise VideoError(f"ffmpeg timed out after {timeout:.0f} s", tail(e.stderr or b""), path) from None
+    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -181,6 +215,8 @@ class FrameTable:
     """Every frame of the video stream, from its packets (read without decoding)."""
     times: np.ndarray  # display time (s) of every frame, ascending, from the start of the file
     keyframes: np.ndarray  # indices into `times` of the frames that decoding can start at
+    # packet number (decode order, counting every packet the demuxer gives) of every frame
+    packets: np.ndarray | None = None
 
 
 def frame_table(p: Probe) -> FrameTable | None:
@@ -188,27 +224,35 @@ def frame_table(p: Probe) -> FrameTable | None:
 
     Costs one pass over the file's bytes, a small fraction of a decode. None when the
     container gives no usable timestamps (then positions are estimated from fps).
+    Reuses the list that probe(..., packets=True) read.
     """
-    out = ffmpeg.input(p.path)[f"v:{p.video_stream}"].output("pipe:", format="framecrc", c="copy")
+    if p.packets is not None:
+        return p.packets[0]
+    out = ffmpeg.input(p.path)[f"v:{p.video_stream}"].output("pipe:", format="framecrc", c="copy",
+                                                             copyinkf=None)
     text, _ = run(out, reason="reading the packet list failed", path=p.path)
-    tb, pts, key = None, [], []
-    for line in text.decode("ascii", errors="replace").splitlines():
-        if line.startswith("#tb 0:"):
-            num, den = line.split(":", 1)[1].strip().split("/")
-            tb = int(num) / int(den)
-        elif line and not line.startswith("#"):
-            fields = [f.strip() for f in line.split(",")]
-            flags = 1  # framecrc prints F= only when the flags differ from "keyframe"
-            for f in fields[6:]:
-                if f.startswith("F=0x"):
-                    flags = int(f[4:], 16)
-            if flags & 4:  # discarded by an edit list: never shown
-                continue
-            pts.append(int(fields[2]))
-            key.append(bool(flags & 1))
-    if tb is None or not pts or min(pts) <= -(2 ** 62):  # no time base, no packets, or no pts
+    return _parse_packets(text.decode("ascii", errors="replace"), 0)
+
+
+def _parse_packets(text: str, stream: int) -> FrameTable | None:
+    """FrameTable of output stream `stream` from framecrc text."""
+    m = re.search(rf"^#tb {stream}: (\d+)/(\d+)", text, re.M)
+    # packet lines: stream, dts, pts, duration, size, checksum[, F=0xflags][, side data...];
+    # framecrc prints F= only when the flags differ from "keyframe"
+    rows = re.findall(rf"^{stream},[^,\n]*,([^,\n]*),[^,\n]*,[^,\n]*,[^,\n]*(?:, *F=0x([0-9A-Fa-f]+))?",
+                      text, re.M)
+    if m is None or not rows:  # no time base or no packets
         return None
-    pts, key = np.asarray(pts, np.int64), np.asarray(key)
+    tb = int(m.group(1)) / int(m.group(2))
+    pts = np.array([int(p) for p, _ in rows], np.int64)
+    flags = np.array([int(f, 16) if f else 1 for _, f in rows])
+    # -copyinkf lists every packet; frames count from the first keyframe (what a copy without it
+    # keeps), and flag 4 marks packets an edit list discards: never shown
+    shown = ((flags & 4) == 0) & (np.cumsum(flags & 1) > 0)
+    number = np.flatnonzero(shown)
+    pts, key = pts[shown], (flags[shown] & 1).astype(bool)
+    if not len(pts) or pts.min() <= -(2 ** 62):  # no pts
+        return None
     order = np.argsort(pts, kind="stable")
     times = pts[order] * tb
-    return FrameTable(times=times, keyframes=np.flatnonzero(key[order]))
+    return FrameTable(times=times, keyframes=np.flatnonzero(key[order]), packets=number[order])

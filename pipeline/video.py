@@ -20,12 +20,20 @@ aspect ratio (pixel aspect and rotation metadata applied; ffmpeg autorotates), t
 is centre-cropped to `max_long_side`.
 
 How:
-- Long videos are first listed packet by packet (timestamps and keyframe flags, no decoding;
-  see probe.frame_table). In containers with a seek index (mp4/mov, mkv/webm, flv), ONE ffmpeg
-  process then decodes all snippets: the file is opened once per snippet with its own input
-  seek (`-ss` before `-i`), and each chain (trim -> scale -> crop) goes to its own raw RGB
-  output, so a short snippet is known exactly. (One process per snippet costs about 25% more
-  CPU: bench/etl.py measures both.)
+- Long videos are first listed packet by packet (timestamps, keyframe flags and decoding order,
+  no decoding; see probe.frame_table). In containers with a seek index (mp4/mov, mkv/webm, flv),
+  ONE ffmpeg process then decodes all snippets, each to its own raw RGB output (a pipe), so a
+  short snippet is known exactly:
+  - while the file has fewer than SINGLE_PASS_PACKETS packets per snippet: one decoder reads
+    the stream once but is given only the packets from each snippet's keyframe to its last
+    frame (ffmpeg's `noise` bitstream filter drops the others unread), and each output selects
+    its k frames by time. The same pixels as seeking (tests/test_video.py compares), with one
+    decoder set up instead of one per snippet: ~20% less CPU for 10 snippets of a 60 s video.
+    Open GOPs (frames shown before a keyframe that follow it) and anything but k frames per
+    snippet take the seeking route;
+  - otherwise the file is opened once per snippet with its own input seek (`-ss` before `-i`),
+    each chain being trim -> scale -> crop. (One process per snippet costs about 45% more CPU:
+    bench/etl.py measures both.)
 - Long videos in other containers (avi, mpeg-ts/ps, ...) are decoded in one pass and ffmpeg's
   select filter keeps only the snippet frames: exact, no seeking, memory stays small.
 - Short videos (fewer than FULL_DECODE_RATIO * S*t*k frames) are decoded whole, once, and
@@ -34,16 +42,17 @@ How:
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
+import selectors
+import subprocess
+import time
 
 import ffmpeg
 import numpy as np
 
 from pipeline import ffmpeg_bin
-from pipeline.errors import VideoError
+from pipeline.errors import VideoError, tail
 from pipeline.params import PreprocessParams
-from pipeline.probe import Probe, frame_table
+from pipeline.probe import FrameTable, Probe, frame_table
 
 # decode the whole file when it holds fewer than this many times the frames we keep: below that,
 # seeking (one decoder start per snippet, pre-roll from a keyframe) costs more than it saves
@@ -55,6 +64,12 @@ SEEK_SLACK = 0.5
 # tests/test_video.py); MPEG-TS/PS seek by bitrate guesses and land on later keyframes, AVI was
 # off by one frame: those, and any other container, take the one-pass select route
 SEEKABLE_FORMATS = ("mov", "mp4", "matroska", "webm", "flv")
+# of those, the ones whose header alone describes the streams (flv adds streams as packets come)
+NO_PROBE_FORMATS = ("mov", "mp4", "matroska", "webm")
+# one decoder fed only the snippets' packets instead of a seeking input per snippet, while the file
+# has fewer packets than this per snippet: reading and dropping a packet costs ~3 us CPU, a seeking
+# input ~6 ms (its decoder, threads and buffers set up anew; 640x360 H.264)
+SINGLE_PASS_PACKETS = 1000
 
 
 def output_size(width: int, height: int, params: PreprocessParams) -> tuple[int, int, int, int]:
@@ -127,12 +142,155 @@ def decode_selected(probe: Probe, params: PreprocessParams, wanted: np.ndarray) 
     return _to_frames(raw, probe, params)
 
 
-def _snippet_output(probe: Probe, params: PreprocessParams, seek: float, path: str):
+def _scale_crop(probe: Probe, params: PreprocessParams) -> str:
+    """_graph_tail as filtergraph text."""
+    sw, sh, ow, oh = output_size(probe.width, probe.height, params)
+    text = f"scale={sw}:{sh}:flags=area"
+    if (ow, oh) != (sw, sh):
+        text += f",crop={ow}:{oh}:{(sw - ow) // 2}:{(sh - oh) // 2}"
+    return text
+
+
+def _snippet_args(probe: Probe, params: PreprocessParams, seeks, outputs: list[str]) -> list[str]:
+    """ffmpeg arguments: one seeking input and one raw RGB output per snippet (seek i -> outputs[i])."""
     k = params.frames
-    inp = ffmpeg.input(probe.path, ss=f"{seek:.6f}", t=f"{(k + 1) / probe.fps + SEEK_SLACK:.6f}",
-                       threads=1)
-    v = _graph_tail(inp[f"v:{probe.video_stream}"].trim(end_frame=k), probe, params)
-    return v.output(path, format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **{"frames:v": k})
+    chain = f"trim=end_frame={k},{_scale_crop(probe, params)}"
+    # mp4/mov and matroska headers hold all the stream parameters: skip the stream probing (it
+    # decodes frames; ~5% of this run's CPU). ffmpeg then does not know the start time and seeks
+    # count from 0 instead of from it: add it (tests/test_video.py checks files that start late)
+    fast = any(f in probe.format.split(",") for f in NO_PROBE_FORMATS)
+    start = probe.start if fast else 0.0
+    args = []
+    for seek in seeks:
+        args += ["-ss", f"{float(seek) + start:.6f}", "-t", f"{(k + 1) / probe.fps + SEEK_SLACK:.6f}",
+                 "-threads", "1", *(["-nofind_stream_info"] if fast else []), "-i", probe.path]
+    graph = ";".join(f"[{i}:v:{probe.video_stream}]{chain}[o{i}]" for i in range(len(seeks)))
+    args += ["-filter_complex", graph, "-filter_complex_threads", "1"]
+    for i, out in enumerate(outputs):
+        args += ["-map", f"[o{i}]", "-f", "rawvideo", "-fps_mode", "passthrough", "-frames:v", str(k),
+                 "-pix_fmt", "rgb24", out]
+    return args
+
+
+def _run_into(make_args, views: list[memoryview], path: str) -> list[int]:
+    """Run ffmpeg with arguments make_args(output names), output i going to a pipe read straight
+    into views[i]; returns the bytes each output wrote (more than fits is dropped, but counted).
+    Errors as ffmpeg_bin.run.
+
+    Pipes, not temporary files: no page-cache copy to write, read back and delete (POSIX)."""
+    pipes = [os.pipe() for _ in views]
+    cmd = [ffmpeg_bin.ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-y",
+           *make_args([f"pipe:{w}" for _, w in pipes])]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes])
+    finally:
+        for _, w in pipes:
+            os.close(w)
+    got, err = [0] * len(views), []
+    deadline = None if ffmpeg_bin.DEFAULT_TIMEOUT is None else time.monotonic() + ffmpeg_bin.DEFAULT_TIMEOUT
+    with selectors.DefaultSelector() as sel:
+        for i, (r, _) in enumerate(pipes):
+            sel.register(r, selectors.EVENT_READ, i)
+        sel.register(proc.stderr, selectors.EVENT_READ, -1)
+        try:
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
+                                     tail(b"".join(err)), path)
+                for key, _ in sel.select(left):
+                    i = key.data
+                    if i < 0:
+                        chunk = os.read(key.fd, 1 << 16)
+                        err.append(chunk)
+                    elif got[i] < len(views[i]):
+                        chunk = os.readv(key.fd, [views[i][got[i]:]])
+                        got[i] += chunk
+                    else:  # more than asked for: dropped, but counted
+                        chunk = len(os.read(key.fd, 1 << 16))
+                        got[i] += chunk
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+        finally:
+            for r, _ in pipes:
+                os.close(r)
+    proc.wait()
+    proc.stderr.close()
+    log = b"".join(err).decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        raise VideoError("decode failed", tail(log), path)
+    if "partial file" in log:  # as ffmpeg_bin.run: the index points past the end of the file
+        raise VideoError("truncated file (data ends before the container index)", tail(log), path)
+    return got
+
+
+def _single_pass_ranges(table: FrameTable, starts: np.ndarray, k: int) -> list[tuple[int, int]] | None:
+    """Packet numbers [first, last] each snippet needs: from the last keyframe before it (in
+    decoding order) to its last frame. None when frames shown before such a keyframe follow it
+    (open GOP: they refer to packets left out) or no keyframe comes before a snippet."""
+    pk = table.packets
+    shown_as = np.full(pk.max() + 1, len(pk))  # display index of every packet number
+    shown_as[pk] = np.arange(len(pk))
+    key_pk = np.sort(pk[table.keyframes])
+    ranges = []
+    for s in starts:
+        want = pk[s:s + k]
+        i = np.searchsorted(key_pk, want.min(), side="right") - 1
+        if i < 0:
+            return None
+        first, last = int(key_pk[i]), int(want.max())
+        if shown_as[first:last + 1].min() < shown_as[first]:
+            return None
+        ranges.append((first, last))
+    return ranges
+
+
+def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, starts: np.ndarray,
+                 ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The snippets from ONE decoder over the stream, fed only the packets in `ranges` (the noise
+    bitstream filter drops the rest before decoding); each output selects its k frames by time.
+    Returns (frames [len(starts), k, H, W, 3], frames written per snippet)."""
+    k, times = params.frames, table.times
+    _, _, ow, oh = output_size(probe.width, probe.height, params)
+    keep = "+".join(f"between(n,{a},{b})" for a, b in ranges)
+    chains = []
+    for i, s in enumerate(starts):
+        # half-way to the neighbouring frames: robust to rounding of the timestamps
+        lo = (times[s - 1] + times[s]) / 2 if s > 0 else times[s] - 1
+        hi = (times[s + k - 1] + times[s + k]) / 2 if s + k < len(times) else times[-1] + 1
+        chains.append(f"[p{i}]select='between(t,{lo:.9f},{hi:.9f})',{_scale_crop(probe, params)}[o{i}]")
+    graph = (f"[0:v:{probe.video_stream}]split={len(starts)}" + "".join(f"[p{i}]" for i in range(len(starts)))
+             + ";" + ";".join(chains))
+
+    def args(outputs):
+        a = ["-threads", "1", f"-bsf:v:{probe.video_stream}", f"noise=drop='not({keep})'", "-i", probe.path,
+             "-filter_complex", graph, "-filter_complex_threads", "1"]
+        for i, out in enumerate(outputs):
+            a += ["-map", f"[o{i}]", "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", out]
+        return a
+
+    out = np.empty((len(starts), k, oh, ow, 3), np.uint8)
+    got = _run_into(args, [memoryview(out[i].reshape(-1)) for i in range(len(starts))], probe.path)
+    return out, np.asarray(got) // (oh * ow * 3)
+
+
+def _decode_at(probe: Probe, params: PreprocessParams, seeks, one_process: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(frames uint8 [len(seeks), k, H, W, 3], frames decoded per seek): see decode_at.
+    Rows past a snippet's count are left as they were (uninitialised)."""
+    _, _, ow, oh = output_size(probe.width, probe.height, params)
+    frame = oh * ow * 3
+    out = np.empty((len(seeks), params.frames, oh, ow, 3), np.uint8)
+    views = [memoryview(out[i].reshape(-1)) for i in range(len(seeks))]
+    if one_process:
+        got = _run_into(lambda outs: _snippet_args(probe, params, seeks, outs), views, probe.path)
+    else:
+        got = [_run_into(lambda outs: _snippet_args(probe, params, [s], outs), [v], probe.path)[0]
+               for s, v in zip(seeks, views)]
+    return out, np.asarray(got) // frame
 
 
 def decode_at(probe: Probe, params: PreprocessParams, seeks, one_process: bool = True) -> list[np.ndarray]:
@@ -141,14 +299,8 @@ def decode_at(probe: Probe, params: PreprocessParams, seeks, one_process: bool =
 
     one_process: a single ffmpeg with one seeking input per snippet (default; bench/etl.py
     measures it against one ffmpeg process per snippet, one_process=False)."""
-    with tempfile.TemporaryDirectory(prefix="vaanet-") as tmp:
-        outs = [_snippet_output(probe, params, float(s), os.path.join(tmp, f"{i}.rgb"))
-                for i, s in enumerate(seeks)]
-        if one_process:
-            outs = [ffmpeg.merge_outputs(*outs)]
-        for out in outs:
-            ffmpeg_bin.run(out.global_args("-filter_complex_threads", "1"), path=probe.path)
-        return [_to_frames(Path(tmp, f"{i}.rgb").read_bytes(), probe, params) for i in range(len(seeks))]
+    out, counts = _decode_at(probe, params, seeks, one_process)
+    return [out[i, :n] for i, n in enumerate(counts)]
 
 
 def seek_times(times: np.ndarray, starts: np.ndarray, keyframes: np.ndarray) -> np.ndarray:
@@ -187,17 +339,32 @@ def decode_snippets(probe: Probe, params: PreprocessParams) -> tuple[np.ndarray,
 
     if long and any(f in probe.format.split(",") for f in SEEKABLE_FORMATS):
         starts = plan_snippets(n, params, keyframes)
+        ranges = None
+        listed = table is not None and table.packets is not None
+        if listed and table.packets.max() < SINGLE_PASS_PACKETS * S * t:
+            ranges = _single_pass_ranges(table, starts.ravel(), k)
+        if ranges is not None:
+            try:
+                out, counts = _single_pass(probe, params, table, starts.ravel(), ranges)
+            except VideoError as e:
+                if e.reason.startswith(("truncated", "ffmpeg timed out")):
+                    raise
+                counts = np.zeros(0, np.int64)
+            # anything but exactly k frames each (e.g. damaged data): the seeking route below
+            if len(counts) and (counts == k).all():
+                return out.reshape(S, t, *out.shape[1:]), times[starts], n, notes
         try:
-            parts = decode_at(probe, params, seek_times(times, starts.ravel(), keyframes))
+            out, counts = _decode_at(probe, params, seek_times(times, starts.ravel(), keyframes))
         except VideoError as e:
             if e.reason.startswith(("truncated", "ffmpeg timed out")):
                 raise
-            parts = []  # e.g. an output got no frame at all: ffmpeg stops with an error
-        if parts and all(len(p) > 0 for p in parts):
-            short = [i for i, p in enumerate(parts) if len(p) < k]
-            if short:
+            counts = np.zeros(0, np.int64)  # e.g. an output got no frame at all: ffmpeg stops with an error
+        if len(counts) and counts.min() > 0:
+            short = np.flatnonzero(counts < k)
+            if len(short):
                 notes.append(f"{len(short)} snippet(s) ended early: last frame repeated")
-            out = np.stack([p[np.minimum(np.arange(k), len(p) - 1)] for p in parts])
+            for i in short:
+                out[i, counts[i]:] = out[i, counts[i] - 1]
             return out.reshape(S, t, *out.shape[1:]), times[starts], n, notes
         notes.append("seeking found no frames for a snippet: decoded the whole stream instead")
 

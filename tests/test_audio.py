@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from python_speech_features import mfcc as psf_mfcc
 
-from pipeline.audio import n_mfcc_frames
+from pipeline.audio import decode_pcm, mfcc, n_mfcc_frames
 from pipeline.extract import extract_video
 from pipeline.params import PreprocessParams
+from pipeline.probe import probe
 from tests import videos
 
 P = PreprocessParams(segments=2, snippets=1, frames=4, short_side=32, max_long_side=48)
@@ -51,3 +52,23 @@ def test_no_audio_gives_zeros_sized_by_duration(tmp_path):
 @pytest.mark.parametrize("n", [1, 399, 400, 401, 560, 16000, 16161])
 def test_frame_count_rule_matches_python_speech_features(n):
     assert n_mfcc_frames(n, P) == len(reference(np.ones(n)))
+
+
+@pytest.mark.parametrize("n", [1, 399, 400, 401, 16000, 48000, 100003])
+def test_mfcc_is_python_speech_features_mfcc(n):
+    # the same steps a block at a time: the same coefficients, silence (log of eps) included
+    rng = np.random.default_rng(n)
+    pcm = (rng.normal(0, 3000, n) * (np.arange(n) % 7000 < 5000)).astype(np.int16)
+    for p in (P, P.replace(n_mfcc=13, n_filt=26), P.replace(sample_rate=22050, nfft=1024, winlen=0.04)):
+        ref = reference(pcm, p).astype(np.float32)
+        got = mfcc(pcm, p)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
+
+
+def test_pcm_is_what_a_plain_ffmpeg_decode_gives(tmp_path):
+    # AAC at 44.1 kHz resampled to 16 kHz: regrouping the samples into larger frames changes none
+    path = videos.write_video(tmp_path / "aac.mp4", videos.counter_frames(50, 64, 48),
+                              pcm=videos.tone(660, 2.0, rate=44100), rate=44100)
+    pcm = decode_pcm(probe(path), 16000)
+    assert len(pcm) > 30000 and np.array_equal(pcm, videos.ffmpeg_pcm(path))

@@ -1,10 +1,13 @@
 """Reading a video's header from `ffmpeg -i` output."""
+import dataclasses
+
 import ffmpeg
+import numpy as np
 import pytest
 
 from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError
-from pipeline.probe import parse_header, probe
+from pipeline.probe import frame_table, parse_header, probe
 from tests import videos
 
 HEADER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
@@ -58,3 +61,29 @@ def test_probe_real_files(tmp_path):
     ffmpeg_bin.run(ffmpeg.input(str(v)).output(str(png), vframes=1))
     with pytest.raises(VideoError, match="still image"):
         probe(png)
+
+
+def test_start_time_is_read():
+    assert parse_header("x.mp4", HEADER).start == 0.0
+    h = HEADER.replace("start: 0.000000", "start: 1.236000")
+    assert parse_header("x.mp4", h).start == pytest.approx(1.236)
+    h = HEADER.replace("start: 0.000000", "start: -0.080000")
+    assert parse_header("x.mp4", h).start == pytest.approx(-0.08)
+
+
+def test_packets_listed_with_the_header_are_the_separate_listing(tmp_path):
+    v = videos.write_video(tmp_path / "a.mp4", videos.counter_frames(120, 80, 60), gop=30,
+                           pcm=videos.tone(440, 5.0))
+    both, alone = probe(v, packets=True), probe(v)
+    # the same header fields (the logs differ after the input's header)
+    assert dataclasses.replace(both, log="") == dataclasses.replace(alone, log="")
+    assert "Input #0" in both.log and "Output #0" not in both.log
+    a, b = frame_table(both), frame_table(alone)
+    assert len(a.times) == 120 and a.keyframes.tolist() == [0, 30, 60, 90]
+    for name in ("times", "keyframes", "packets"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert a.packets.tolist() == list(range(120))  # no B-frames: decoding order is display order
+    with pytest.raises(VideoError, match="no video stream"):
+        probe(videos.audio_only(tmp_path / "sound.wav"), packets=True)
+    with pytest.raises(VideoError, match="not a video file"):
+        probe(videos.not_a_video(tmp_path / "text.mp4"), packets=True)

@@ -1,12 +1,15 @@
 """Snippet decoding: the frames that come out are the frames the plan asked for, at the right size."""
+import ffmpeg
 import numpy as np
 import pytest
 
+from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError
 from pipeline.extract import extract_video
 from pipeline.params import PreprocessParams
-from pipeline.probe import frame_table, probe
-from pipeline.video import decode_all, decode_at, output_size, plan_snippets, seek_times
+from pipeline.probe import FrameTable, frame_table, probe
+from pipeline.video import (_single_pass, _single_pass_ranges, decode_all, decode_at, output_size,
+                            plan_snippets, seek_times)
 from tests import videos
 
 # small settings keep the tests fast: S*t*k = 32 frames, videos over 64 frames use seeking
@@ -192,3 +195,69 @@ def test_sound_longer_than_pictures(tmp_path):
     starts = plan_snippets(250, P, frame_table(probe(v)).keyframes)
     assert np.array_equal(counters(ex.frames), starts[..., None] + np.arange(4))
     assert ex.info["notes"] == [] and ex.mfcc.shape[0] == pytest.approx(1200, abs=5)
+
+
+def _bframes(src, dst):
+    """Re-encode with B-frames (decoding order differs from display order), keyframe every 25."""
+    ffmpeg_bin.run(ffmpeg.input(str(src)).output(str(dst), vcodec="libx264", preset="medium", bf=3,
+                                                 g=25, qp=4, threads=1))
+    return dst
+
+
+@pytest.mark.parametrize("bframes", [False, True])
+def test_single_pass_decodes_the_same_pixels_as_seeking(vids, tmp_path, bframes):
+    v = _bframes(vids["long"], tmp_path / "b.mp4") if bframes else vids["long"]
+    p = probe(v, packets=True)
+    table = frame_table(p)
+    assert bframes == (table.packets.tolist() != list(range(250)))
+    k = P.frames
+    # keyframes (snapped) and other frames (decoded from the keyframe before them)
+    starts = np.array([0, 25, 37, 100, 163, 230, 250 - k])
+    ranges = _single_pass_ranges(table, starts, k)
+    assert ranges is not None
+    out, counts = _single_pass(p, P, table, starts, ranges)
+    assert counts.tolist() == [k] * len(starts)
+    assert np.array_equal(counters(out[None])[0], starts[:, None] + np.arange(k))
+    seeking = decode_at(p, P, seek_times(table.times, starts, table.keyframes))
+    assert all(np.array_equal(a, b) for a, b in zip(out, seeking))
+    # extract_video takes this route for long videos: the planned frames
+    ex = extract_video(v, P)
+    planned = plan_snippets(250, P, table.keyframes)
+    assert np.array_equal(counters(ex.frames), planned[..., None] + np.arange(k))
+
+
+def test_open_gop_takes_the_seeking_route():
+    times = np.arange(8) / 25
+    closed = FrameTable(times=times, keyframes=np.array([0, 4]), packets=np.arange(8))
+    assert _single_pass_ranges(closed, np.array([1, 4]), 2) == [(0, 2), (4, 5)]
+    # frame 3 is decoded after keyframe 4 (packet 3) but shown before it: it refers to packets
+    # the single pass would leave out
+    opened = FrameTable(times=times, keyframes=np.array([0, 4]),
+                        packets=np.array([0, 1, 2, 4, 3, 5, 6, 7]))
+    assert _single_pass_ranges(opened, np.array([4]), 2) is None
+    assert _single_pass_ranges(opened, np.array([0]), 2) == [(0, 1)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_files_that_start_late_give_the_planned_frames(vids, tmp_path, suffix):
+    # seeks count from the file's start time, which the stream probing skipped for mp4/mkv
+    # inputs would not know
+    v = tmp_path / f"late{suffix}"
+    ffmpeg_bin.run(ffmpeg.input(str(vids["long"])).output(str(v), c="copy", output_ts_offset=1.5))
+    p = probe(v)
+    assert p.start == pytest.approx(1.5, abs=0.1) and p.start != 0
+    table = frame_table(p)
+    starts = np.array([0, 37, 100, 230])
+    parts = decode_at(p, P, seek_times(table.times, starts, table.keyframes))
+    assert [counters(x[None, None])[0, 0].tolist() for x in parts] == [list(range(s, s + 4)) for s in starts]
+    ex = extract_video(v, P)
+    planned = plan_snippets(250, P, table.keyframes)
+    assert np.array_equal(counters(ex.frames), planned[..., None] + np.arange(4))
+
+
+def test_one_process_per_snippet_gives_the_same_frames(vids):
+    p = probe(vids["long"])
+    table = frame_table(p)
+    seeks = seek_times(table.times, np.array([0, 37, 100, 230]), table.keyframes)
+    one, many = decode_at(p, P, seeks), decode_at(p, P, seeks, one_process=False)
+    assert all(np.array_equal(a, b) for a, b in zip(one, many))
