@@ -61,25 +61,8 @@ def _rename(key: str, pairs) -> str | None:
     return None
 
 
-def to_ours(state: dict) -> dict:
-    """Official key names -> ours. Keys that belong to no known module raise ValueError."""
-    out, unknown = {}, []
-    for k, v in state.items():
-        name = _rename(k, PREFIXES)
-        if name is None:
-            unknown.append(k)
-        else:
-            out[name] = v
-    if unknown:
-        raise ValueError(f"{len(unknown)} keys belong to no module of the official VAANet: "
-                         f"{_examples(unknown)}; known prefixes: "
-                         f"{', '.join(sorted({p.split('.')[0] for p, _ in PREFIXES}))}")
-    return out
-
-
-def to_official(state: dict) -> dict:
-    """Our key names -> the official ones (every key must have a counterpart)."""
-    pairs = [(ours, off) for off, ours in PREFIXES]
+def _rename_all(state: dict, pairs, problem) -> dict:
+    """Every key renamed by `pairs`; keys with no pair raise ValueError(problem(those keys))."""
     out, unknown = {}, []
     for k, v in state.items():
         name = _rename(k, pairs)
@@ -88,9 +71,22 @@ def to_official(state: dict) -> dict:
         else:
             out[name] = v
     if unknown:
-        raise ValueError(f"{len(unknown)} parameters have no counterpart in the official VAANet: "
-                         f"{_examples(unknown)}")
+        raise ValueError(problem(unknown))
     return out
+
+
+def to_ours(state: dict) -> dict:
+    """Official key names -> ours. Keys that belong to no known module raise ValueError."""
+    return _rename_all(state, PREFIXES, lambda unknown: (
+        f"{len(unknown)} keys belong to no module of the official VAANet: {_examples(unknown)}; "
+        f"known prefixes: {', '.join(sorted({p.split('.')[0] for p, _ in PREFIXES}))}"))
+
+
+def to_official(state: dict) -> dict:
+    """Our key names -> the official ones (every key must have a counterpart)."""
+    return _rename_all(state, [(ours, off) for off, ours in PREFIXES], lambda unknown: (
+        f"{len(unknown)} parameters have no counterpart in the official VAANet: "
+        f"{_examples(unknown)}"))
 
 
 def _examples(keys, n: int = 6) -> str:
