@@ -111,7 +111,8 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
     if not out.exists():
         return
     if overwrite:
-        for p in output_files(out):
+        # params.json last: a run killed half-way through still reads as a vaanet output
+        for p in sorted(output_files(out), key=lambda p: p.name == fmt.PARAMS):
             p.unlink()
         return
     pj = out / fmt.PARAMS

@@ -16,6 +16,7 @@ Split file formats (ids are "class/name"; a file extension on the name is ignore
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -67,15 +68,16 @@ def read_split_file(path, videos) -> dict[str, dict[str, list[str]]]:
     else:
         parts = {"train": [], "test": []}
         for n, line in enumerate(text.splitlines(), 1):
-            line = line.split("#")[0].strip()
+            # a comment starts the line or follows white space, so names may hold '#'
+            line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
             if not line:
                 continue
-            first, _, rest = line.partition(" ")
-            head, _, last = line.rpartition(" ")
-            if first.lower() in PARTS and rest.strip():
-                parts[first.lower()].append(rest)
-            elif last.lower() in PARTS and head.strip():
-                parts[last.lower()].append(head)
+            words = line.split(None, 1)       # any white space separates, tabs too
+            head_last = line.rsplit(None, 1)
+            if len(words) == 2 and words[0].lower() in PARTS:
+                parts[words[0].lower()].append(words[1].strip())
+            elif len(head_last) == 2 and head_last[1].lower() in PARTS:
+                parts[head_last[1].lower()].append(head_last[0].strip())
             else:
                 raise ValueError(f"{path}:{n}: expected 'train|test CLASS/NAME', got {line!r}")
         raw = {"given": parts}
@@ -88,7 +90,8 @@ def read_split_file(path, videos) -> dict[str, dict[str, list[str]]]:
         out = {}
         for part in PARTS:
             ids = [_normalise_id(i) for i in sp.get(part, [])]
-            ids = [by_lower.get(i.lower(), i) for i in ids]   # class folders match ignoring case
+            # class folders match ignoring case, but an exact id wins (anger/Clip vs anger/clip)
+            ids = [i if i in known else by_lower.get(i.lower(), i) for i in ids]
             unknown |= set(ids) - known
             out[part] = sorted(set(ids) & known)
         both = set(out["train"]) & set(out["test"])

@@ -79,3 +79,15 @@ def test_json_split_file_round_trips_splits_json(tmp_path):
     f.write_text(json.dumps({"train": ["Anger/v00"], "test": ["Joy/v00"]}))
     with pytest.warns(UserWarning):
         assert read_split_file(f, vs) == {"given": {"train": ["Anger/v00"], "test": ["Joy/v00"]}}
+
+
+def test_split_file_exact_ids_tabs_and_hashes(tmp_path):
+    from types import SimpleNamespace
+    from pipeline.splits import read_split_file
+    videos = [SimpleNamespace(id=i) for i in ("anger/Clip", "anger/clip", "anger/clip#1", "joy/x")]
+    f = tmp_path / "s.txt"
+    f.write_text("train\tanger/Clip\ntest anger/clip  # the lower-case one\n"
+                 "anger/clip#1\ttrain\n# a whole-line comment\nJOY/x test\n")
+    split = read_split_file(f, videos)["given"]
+    assert split["train"] == ["anger/Clip", "anger/clip#1"]
+    assert split["test"] == ["anger/clip", "joy/x"]
