@@ -32,7 +32,11 @@ def decode_pcm(probe: Probe, sample_rate: int) -> np.ndarray:
     # one-second frames to the encoder and muxer instead of one per AAC frame (~1/40 s): each
     # frame is a hand-over between ffmpeg's threads, together a quarter of this run's CPU;
     # regrouping (no padding) leaves every sample as it was
-    a = inp[f"a:{probe.audio_stream}"].filter("asetnsamples", n=sample_rate, p=0)
+    a = inp[f"a:{probe.audio_stream}"]
+    # sample 0 is the file's start, as for the frames: a soundtrack that starts later (or
+    # earlier) than that gets silence in front (or is trimmed), so MFCC frame i is at i * winstep
+    a = a.filter("asetpts", f"PTS-{probe.start!r}/TB").filter("aresample", first_pts=0, **{"async": 1})
+    a = a.filter("asetnsamples", n=sample_rate, p=0)
     out = a.output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate)
     raw, _ = ffmpeg_bin.run(out.global_args("-filter_complex_threads", "1"),
                             reason="audio decode failed", path=probe.path)

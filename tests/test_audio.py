@@ -72,3 +72,24 @@ def test_pcm_is_what_a_plain_ffmpeg_decode_gives(tmp_path):
                               pcm=videos.tone(660, 2.0, rate=44100), rate=44100)
     pcm = decode_pcm(probe(path), 16000)
     assert len(pcm) > 30000 and np.array_equal(pcm, videos.ffmpeg_pcm(path))
+
+
+def test_a_soundtrack_that_starts_late_keeps_its_place_in_time(tmp_path):
+    """Audio muxed 2 s after the video's start: the MFCC begin with 2 s of silence, so that MFCC
+    frame i still sits at video time i * winstep."""
+    import subprocess
+    import wave
+
+    from pipeline import ffmpeg_bin
+    video = videos.write_video(tmp_path / "v.mp4", videos.counter_frames(125, 64, 64), fps=25)
+    with wave.open(str(tmp_path / "t.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(videos.tone(440, 2.0).tobytes())
+    late = tmp_path / "late.mkv"
+    subprocess.run([ffmpeg_bin.ffmpeg_exe(), "-v", "error", "-y", "-i", str(video), "-itsoffset", "2",
+                    "-i", str(tmp_path / "t.wav"), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-c:a", "pcm_s16le", str(late)], check=True)
+    energy = extract_video(late, PreprocessParams(segments=2, frames=4, short_side=32,
+                                                  max_long_side=32)).mfcc[:, 0]
+    assert len(energy) == pytest.approx(400, abs=3)          # 2 s of silence + 2 s of tone
+    assert energy[:195].max() < energy[205:395].min() - 20   # silent, then loud from 2 s on
