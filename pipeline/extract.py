@@ -1,6 +1,8 @@
 """One video in, the arrays the shards keep out: frames [S,t,k,H,W,3] uint8, MFCC [T,n] float32, info."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ def extract_video(path: str | os.PathLike, params: PreprocessParams) -> Extracte
     notes: list[str] = []
     if not p.fps_known:
         notes.append(f"no frame rate in the header: assumed {p.fps:g} fps")
+    p = _duration_from_frames(p, notes)
     if p.duration is not None:
         # the sound track decodes in a second ffmpeg beside the pictures: same CPU, less wall time
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -47,3 +50,18 @@ def extract_video(path: str | os.PathLike, params: PreprocessParams) -> Extracte
         rotation=int(p.rotation), n_frames=int(n_frames), has_audio=bool(has_audio),
         snippet_starts=np.round(starts, 4).tolist(), notes=notes + vnotes + anotes)
     return Extracted(frames=np.ascontiguousarray(frames), mfcc=mfcc, info=info)
+
+
+def _duration_from_frames(p, notes: list):
+    """Matroska headers of a file that starts late give its end time as the duration: the
+    packet list shows it (frames end `start` seconds before it), and the frames' span is used.
+    A header longer for other reasons (a soundtrack outlasting the pictures) is kept."""
+    table = p.packets[0] if p.packets else None
+    if table is None or not len(table.times) or p.duration is None or p.start <= 0:
+        return p
+    span = float(table.times[-1]) + 1.0 / p.fps
+    if abs(p.duration - (span + p.start)) > 2.0 / p.fps:
+        return p
+    notes.append(f"duration {span:.2f} s from the frames: the header's {p.duration:.2f} s is the "
+                 f"end time of a file that starts at {p.start:g} s")
+    return dataclasses.replace(p, duration=span)

@@ -261,3 +261,20 @@ def test_one_process_per_snippet_gives_the_same_frames(vids):
     seeks = seek_times(table.times, np.array([0, 37, 100, 230]), table.keyframes)
     one, many = decode_at(p, P, seeks), decode_at(p, P, seeks, one_process=False)
     assert all(np.array_equal(a, b) for a, b in zip(one, many))
+
+
+def test_matroska_that_starts_late_keeps_its_own_duration(tmp_path):
+    """An mkv whose timestamps start at 5 s: its header gives the end time (17 s for a 12 s
+    clip); the frames' span is stored, and the audio windows are placed against it."""
+    import subprocess
+
+    from pipeline import ffmpeg_bin
+    from pipeline.extract import extract_video
+    from pipeline.params import PreprocessParams
+    src = videos.write_video(tmp_path / "v.mp4", videos.counter_frames(100, 64, 64), fps=25)
+    late = tmp_path / "late.mkv"
+    subprocess.run([ffmpeg_bin.ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-c", "copy",
+                    "-output_ts_offset", "5", str(late)], check=True)
+    ex = extract_video(late, PreprocessParams(segments=2, frames=4, short_side=32, max_long_side=32))
+    assert ex.info["duration"] == pytest.approx(4.0, abs=0.05)
+    assert any("end time" in n for n in ex.info["notes"])
