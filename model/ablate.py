@@ -62,7 +62,8 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
     results = []
     for attn, loss in rows:
         name = f"{attn}-{loss}"
-        row_cfg = dataclasses.replace(cfg, attn=attn, loss=loss, out=str(out / name))
+        row_cfg = dataclasses.replace(cfg, attn=attn, loss=loss, out=str(out / name),
+                                      **weights_for_row(cfg, attn))
         if cfg.split == "all":
             summary = run_all_splits(row_cfg, quiet=quiet)
             acc, per_class, n_splits = summary["mean"]["accuracy"], \
@@ -78,7 +79,8 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
         results.append({"attention": attn, "streams": streams_for(parse_attention(attn)), "loss": loss,
                         "per_class_accuracy": per_class, "accuracy": acc, "splits": n_splits,
                         "paper_accuracy": PAPER_ACCURACY.get(dataset, {}).get((attn, loss))})
-    table = {"dataset": dataset, "classes": classes, "rows": results}
+    table = {"dataset": dataset, "classes": classes, "rows": results,
+             "selected_on": "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"}
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "ablation.md").write_text(markdown(table) + "\n")
@@ -94,7 +96,8 @@ def markdown(table: dict) -> str:
     head = ["attention", "streams", "loss", *classes, "accuracy"] + (["paper"] if paper else [])
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     note = f"; 'paper' = the VAANet paper's accuracy for {table['dataset'].upper()}" if paper else ""
-    lines = [f"Ablation on {table['dataset']}: test accuracy (%) of the model selected on validation{note}",
+    lines = [f"Ablation on {table['dataset']}: test accuracy (%) of the model selected on "
+             f"{table.get('selected_on', 'validation')}{note}",
              "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in table["rows"]:
         cells = [r["attention"], r["streams"], r["loss"].upper(), *[pct(a) for a in r["per_class_accuracy"]],
@@ -116,3 +119,16 @@ def write_csv(path: Path, table: dict) -> None:
             w.writerow([r["attention"], r["streams"], r["loss"], *[fmt(a) for a in r["per_class_accuracy"]],
                         fmt(r["accuracy"]), r["splits"],
                         "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
+
+
+def weights_for_row(cfg, attn: str) -> dict:
+    """The pretrained weights a row can use: an audio-only row (AT) takes no visual weights and
+    a visual-only row no audio weights, so one command line serves every row of the table."""
+    from model.config import parse_attention, streams_for
+    streams = (cfg.model or {}).get("streams") or streams_for(parse_attention(attn))
+    drop = {}
+    if streams == "audio":
+        drop.update(visual_weights=None, object_weights=None, scene_weights=None)
+    if streams == "visual":
+        drop["audio_weights"] = None
+    return drop

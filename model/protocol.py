@@ -43,6 +43,7 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                                   resume=cfg.resume and (sub_dir / "last.pt").is_file())
         per_split[s] = train(sub, quiet=quiet)
     summary = summarize(per_split, classes)
+    summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
     if distributed.rank() == 0:
         write_summary(run_dir, summary)
         if not quiet:
@@ -72,7 +73,7 @@ def summary_markdown(summary: dict) -> str:
     keys = [*COLUMNS, *[f"acc_{c}" for c in classes]]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = [f"Test metrics (%) of the {summary['which']} model of each split "
-             f"({len(summary['rows'])} splits)", "",
+             f"({len(summary['rows'])} splits), selected on {summary.get('selected_on', 'validation')}", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in summary["rows"]:
         lines.append(f"| {row['split']} | " + " | ".join(pct(row[k]) for k in keys) + " |")

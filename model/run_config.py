@@ -126,7 +126,10 @@ def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "",
     preset = merged.get("preset", RunConfig.preset)
     if preset not in PRESET_DEFAULTS:
         raise ValueError(f"preset must be one of {', '.join(PRESET_DEFAULTS)}; got {preset!r}")
-    values = {**PRESET_DEFAULTS[preset], **merged}
+    preset_values = dict(PRESET_DEFAULTS[preset])
+    if "freeze_visual" in (merged.get("model") or {}):  # the config file's model block says it
+        preset_values.pop("freeze_visual", None)
+    values = {**preset_values, **merged}
     if values.get("out") is None and values.get("data") is not None:
         split = values.get("split")
         out = str(Path("runs") / f"{out_prefix}{Path(values['data']).name}-{preset}"

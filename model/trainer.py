@@ -252,7 +252,12 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                  "first_batch_wait_s": wait["first_wait_s"]}
 
         # validation: model selection on accuracy, ties broken by the lower loss; evaluation uses
-        # the bare model (no DDP collectives), so processes may hold uneven shares of the videos
+        # the bare model (no DDP collectives), so processes may hold uneven shares of the videos.
+        # Each process updated its BatchNorm statistics on its own batches: rank 0's, the ones
+        # saved, are used everywhere so that the scores belong to the checkpoint
+        if dist.enabled:
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         val_r = report(predict(model, val_set, device, cfg.amp, criterion), polarity) if val_set else None
         key = (val_r["accuracy"], -val_r["loss"]) if val_r else (epoch,)
         improved = best["value"] is None or tuple(key) > tuple(best["value"])

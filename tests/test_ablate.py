@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from model import ablate
+from model import ablate, run_config
 
 
 def test_paper_plan_has_the_papers_rows():
@@ -52,3 +52,22 @@ def test_ablate_command_trains_each_row_and_writes_the_table(train_data, tmp_pat
         assert float(x["accuracy"]) == pytest.approx(res["test_best"]["accuracy"])
     md = (out / "ablation.md").read_text()
     assert "| AT | audio | CE |" in md and md in r.output + "\n"
+    assert "selected on validation" in md
+
+
+def test_the_table_says_when_the_test_split_selected_the_model():
+    rows = [{"attention": "VS", "streams": "visual", "loss": "ce", "per_class_accuracy": [0.5],
+             "accuracy": 0.5, "paper_accuracy": None}]
+    text = ablate.markdown({"dataset": "demo", "classes": ["a"], "rows": rows,
+                            "selected_on": "the TEST split (--select-on-test: optimistic)"})
+    assert "selected on the TEST split" in text
+
+
+def test_rows_take_only_the_weights_of_their_streams():
+    from model.ablate import weights_for_row
+    cfg = run_config.resolve({"data": "x", "preset": "demo", "visual_weights": "v.pth",
+                              "audio_weights": "a.pth"})
+    assert weights_for_row(cfg, "AT") == {"visual_weights": None, "object_weights": None,
+                                          "scene_weights": None}
+    assert weights_for_row(cfg, "VS+VCW") == {"audio_weights": None}
+    assert weights_for_row(cfg, "VS+VCW+VT+AT") == {}

@@ -206,3 +206,16 @@ def test_default_run_folder_is_fresh_unless_resuming(tmp_path, monkeypatch):
     assert run_config.resolve({**values, "out": "runs/demo-demo"}, fresh_out=True).out == "runs/demo-demo"
     # without fresh_out (library calls, torchrun processes) the name is fixed
     assert run_config.resolve(values).out == "runs/demo-demo"
+
+
+def test_config_file_model_block_beats_the_presets_training_defaults(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"preset": "demo", "data": "x",
+                                                 "model": {"freeze_visual": False}}))
+    from model.trainer import model_config_for
+    cfg = run_config.resolve(config_file=tmp_path / "c.json")
+    assert model_config_for(cfg, ["a", "b"]).freeze_visual is False
+    # a flag still overrides the file
+    cfg = run_config.resolve({"freeze_visual": True}, config_file=tmp_path / "c.json")
+    assert model_config_for(cfg, ["a", "b"]).freeze_visual is True
+    # without either, the demo preset's training default freezes the backbone
+    assert model_config_for(run_config.resolve({"preset": "demo", "data": "x"}), ["a"]).freeze_visual
