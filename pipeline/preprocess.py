@@ -106,8 +106,10 @@ def output_files(out: Path) -> list[Path]:
     return files
 
 
-def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: bool):
-    """Refuse to mix runs: an existing output must have the same dataset and parameters."""
+def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: bool,
+                 source: dict | None = None):
+    """Refuse to mix runs: an existing output must have the same dataset and parameters, and the
+    same root, classes and polarity (`source`) where its params.json records them."""
     if not out.exists():
         return
     if overwrite:
@@ -126,6 +128,9 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
     diffs = []
     if old.get("dataset") != dataset:
         diffs.append(f"dataset {old.get('dataset')} -> {dataset}")
+    for k, v in (source or {}).items():
+        if k in old and old[k] != v:
+            diffs.append(f"{k} {old[k]} -> {v}")
     for k in sorted(set(old["params"]) | set(new)):
         if old["params"].get(k) != new.get(k):
             diffs.append(f"{k} {old['params'].get(k)} -> {new.get(k)}")
@@ -204,11 +209,13 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
     out.mkdir(parents=True, exist_ok=True)
     fd = lock(out)
     try:
-        check_output(out, dataset, params, overwrite)
+        source = {"root": str(Path(root).resolve()), "classes": list(d.classes),
+                  "polarity": list(d.polarity)}
+        check_output(out, dataset, params, overwrite, source)
         if not (out / fmt.PARAMS).exists():
             fmt.write_json_atomic(out / fmt.PARAMS, {
-                "format_version": FORMAT_VERSION, "dataset": dataset,
-                "root": str(Path(root).resolve()), "params": params.to_dict()})
+                "format_version": FORMAT_VERSION, "dataset": dataset, **source,
+                "params": params.to_dict()})
         fmt.write_json_atomic(out / fmt.SPLITS, splits)
         writer = ShardWriter(out, params, dataset=dataset, classes=d.classes,
                              polarity=d.polarity, membership=membership(splits["splits"]),

@@ -163,6 +163,14 @@ def test_changed_parameters_are_refused_unless_overwrite(videos, tmp_path):
     assert ShardReader(out).meta(ShardReader(out).ids[0])["frames_shape"][2] == 8
 
 
+def test_another_root_on_the_same_output_is_refused(videos, good, tmp_path):
+    out = tmp_path / "out"
+    assert preprocess(good, out, "--limit", "2").exit_code == 0
+    r = preprocess(videos, out, "--limit", "2")
+    assert r.exit_code == 2 and "preprocessed with other settings (root " in r.output
+    assert str(videos.resolve()) in r.output
+
+
 def test_limit_takes_every_class_then_the_rest(good, tmp_path):
     out = tmp_path / "out"
     r = preprocess(good, out, "--limit", "4")
