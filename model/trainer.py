@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -191,6 +192,11 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                 scaler.load_state_dict(ckpt["scaler"])
             start_epoch, best = int(ckpt["epoch"]), ckpt["best"]
             checkpoint.set_rng_state(ckpt["rng"])
+            # killed between saving last.pt and linking best.pt: last.pt is the best, link it now
+            best_pt = run_dir / "best.pt"
+            if main and best.get("epoch") == start_epoch and not (
+                    best_pt.exists() and os.path.samefile(best_pt, run_dir / "last.pt")):
+                checkpoint.duplicate(run_dir / "last.pt", best_pt)
             log(f"resumed from {run_dir / 'last.pt'} after epoch {start_epoch}")
         elif (run_dir / "last.pt").exists():
             raise ValueError(f"{run_dir} already holds a run (last.pt): pass --resume to continue it "

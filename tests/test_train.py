@@ -219,3 +219,13 @@ def test_config_file_model_block_beats_the_presets_training_defaults(tmp_path):
     assert model_config_for(cfg, ["a", "b"]).freeze_visual is True
     # without either, the demo preset's training default freezes the backbone
     assert model_config_for(run_config.resolve({"preset": "demo", "data": "x"}), ["a"]).freeze_visual
+
+
+def test_resume_links_best_when_killed_before_linking_it(train_data, tmp_path):
+    out = tmp_path / "r"
+    run(train_data.run(out, epochs=1))
+    assert checkpoint.load(out / "last.pt")["best"]["epoch"] == 1
+    (out / "best.pt").unlink()              # as if killed right after last.pt was written
+    res = run(train_data.run(out, epochs=1, resume=True))
+    assert (out / "best.pt").is_file() and checkpoint.load(out / "best.pt")["epoch"] == 1
+    assert res["best_epoch"] == 1
