@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from model.build import build_model
+from tests.inputs import random_inputs
 from model.config import ModelConfig, parse_kinds, preset
 from model.dfan import DFAN
 from model.resnet2d import resnet2d, resnet50
@@ -25,12 +26,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def inputs(cfg, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    visual = torch.randint(0, 256, (batch, cfg.segments, 3, cfg.frames, cfg.crop, cfg.crop),
-                           dtype=torch.uint8, generator=g)
-    audio = torch.randn(batch, cfg.audio_segments, cfg.audio_len, cfg.n_mfcc, generator=g)
-    return visual, audio
+inputs = random_inputs
 
 
 def small(**overrides):

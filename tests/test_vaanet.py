@@ -5,16 +5,12 @@ import json
 import pytest
 import torch
 
+from tests.inputs import random_inputs
 from model.config import ModelConfig, parse_attention, preset
 from model.vaanet import VAANet, feature_grid
 
 
-def demo_inputs(cfg, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    visual = torch.randint(0, 256, (batch, cfg.segments, 3, cfg.frames, cfg.crop, cfg.crop),
-                           dtype=torch.uint8, generator=g)
-    audio = torch.randn(batch, cfg.audio_segments, cfg.audio_len, cfg.n_mfcc, generator=g)
-    return visual, audio
+demo_inputs = random_inputs
 
 
 def small(**overrides):
