@@ -245,7 +245,7 @@ def import_checkpoint(src, dst, num_classes, dataset):
     import json
     from pathlib import Path
 
-    from model import checkpoint
+    from trainer import checkpoint
     from model.official import build_from_official
     from pipeline.datasets import load_definition
 
@@ -356,7 +356,7 @@ def _relaunch(gpus: int, out: str | None = None) -> None:
     is passed on explicitly so that every process writes to the folder resolved here."""
     import sys
 
-    from model import distributed
+    from trainer import distributed
     if gpus > 1 and not distributed.under_torchrun():
         argv, skip = [], False
         for a in sys.argv[1:]:
@@ -372,7 +372,7 @@ def _relaunch(gpus: int, out: str | None = None) -> None:
 
 
 def _resolve_run(ctx, values: dict, config_file, out_prefix: str = "", fresh_out: bool = False):
-    from model import run_config
+    from trainer import run_config
     try:
         with run_config.user_errors():
             return run_config.resolve(_given(ctx, values), config_file, out_prefix, fresh_out)
@@ -403,7 +403,7 @@ def train(ctx, config_file, gpus, **values):
     \b
     Demo:  vaanet preprocess --dataset demo && vaanet train
     """
-    from model import distributed, run_config
+    from trainer import distributed, run_config
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -413,10 +413,10 @@ def train(ctx, config_file, gpus, **values):
     _relaunch(gpus, cfg.out)
     try:
         if cfg.split == "all":
-            from model.protocol import run_all_splits
+            from trainer.protocol import run_all_splits
             run_all_splits(cfg)
         else:
-            from model.trainer import train as run_training
+            from trainer.train import train as run_training
             run_training(cfg)
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
@@ -450,9 +450,9 @@ def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_si
     per-class accuracy, mean class accuracy, polarity accuracy, macro-F1, confusion matrix).
     Two runs on the same checkpoint and data give identical files.
     """
-    from model import run_config
-    from model.evaluate import evaluate as run_evaluation
-    from model.metrics import format_report
+    from trainer import run_config
+    from trainer.evaluate import evaluate as run_evaluation
+    from trainer.metrics import format_report
     try:
         with run_config.user_errors():
             res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
@@ -482,14 +482,14 @@ def ablate(ctx, attns, config_file, gpus, **values):
     OUT/ablation.csv; each row's run is OUT/<attention>-<loss>/ (a full `vaanet train` RUN_DIR).
     With --split all each row runs every split and reports the mean.
     """
-    from model import distributed, run_config
+    from trainer import distributed, run_config
     given_loss = values.pop("loss")
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
     _relaunch(gpus)
     try:
-        from model.ablate import run_ablation
+        from trainer.ablate import run_ablation
         run_ablation(cfg, list(attns), [given_loss] if given_loss else [])
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None

@@ -41,7 +41,7 @@ from model.config import preset  # noqa: E402
 from pipeline import preprocess  # noqa: E402
 from pipeline.datasets import load_definition  # noqa: E402
 from pipeline.ffmpeg_bin import ffmpeg_exe  # noqa: E402
-from pipeline.loader import ClipDataset, make_loader  # noqa: E402
+from trainer.loader import ClipDataset, make_loader  # noqa: E402
 from pipeline.params import PreprocessParams  # noqa: E402
 from pipeline.reader import ShardReader  # noqa: E402
 

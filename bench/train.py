@@ -91,7 +91,7 @@ def time_steps(cfg, device, batch: int, steps: int, warmup: int, amp: str | None
 
 def loader_rate_from_data(data: str, cfg, workers: int, batch: int, samples: int) -> float:
     """Samples/s of the streaming loader over the shards in `data` (train mode, this config)."""
-    from pipeline.loader import ClipDataset, make_loader
+    from trainer.loader import ClipDataset, make_loader
     from pipeline.reader import ShardReader
     reader = ShardReader(data)
     ids = reader.ids

@@ -1,1 +1,2 @@
-"""Networks (3D/2D ResNets, attention blocks, VAANet, DFAN), losses, weight import, trainer."""
+"""Networks only: 3D/2D ResNet backbones, attention blocks, VAANet, DFAN, presets and config,
+losses, input normalisation, weight import, the model summary."""

@@ -22,7 +22,7 @@ import os
 import torch
 
 from model.config import ModelConfig, preset
-from model.weights import BN_COUNTER, hara_layout, safe_load, strip_prefix
+from model.weights import BN_COUNTER, examples, hara_layout, safe_load, strip_prefix
 
 # (official prefix, our prefix); checked in order, first match wins
 PREFIXES = [
@@ -78,7 +78,7 @@ def _rename_all(state: dict, pairs, problem) -> dict:
 def to_ours(state: dict) -> dict:
     """Official key names -> ours. Keys that belong to no known module raise ValueError."""
     return _rename_all(state, PREFIXES, lambda unknown: (
-        f"{len(unknown)} keys belong to no module of the official VAANet: {_examples(unknown)}; "
+        f"{len(unknown)} keys belong to no module of the official VAANet: {examples(unknown)}; "
         f"known prefixes: {', '.join(sorted({p.split('.')[0] for p, _ in PREFIXES}))}"))
 
 
@@ -86,12 +86,7 @@ def to_official(state: dict) -> dict:
     """Our key names -> the official ones (every key must have a counterpart)."""
     return _rename_all(state, [(ours, off) for off, ours in PREFIXES], lambda unknown: (
         f"{len(unknown)} parameters have no counterpart in the official VAANet: "
-        f"{_examples(unknown)}"))
-
-
-def _examples(keys, n: int = 6) -> str:
-    keys = list(keys)
-    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
+        f"{examples(unknown)}"))
 
 
 def read_checkpoint(path_or_state) -> tuple[dict, dict, str]:
@@ -109,11 +104,11 @@ def read_checkpoint(path_or_state) -> tuple[dict, dict, str]:
         obj = obj["state_dict"]
     if obj.get("format") == "vaanet-checkpoint" or "model" in obj:
         raise ValueError(f"{source} is a vaanet training checkpoint, not one of the authors' code; "
-                         "load it with `vaanet evaluate` or model.checkpoint.load")
+                         "load it with `vaanet evaluate` or trainer.checkpoint.load")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"{source}: expected a state dict (name -> tensor), found non-tensor "
-                         f"entries {_examples(bad)}")
+                         f"entries {examples(bad)}")
     return strip_prefix(obj), meta, source
 
 
@@ -129,7 +124,7 @@ def official_config(state: dict, source: str = "checkpoint", num_classes: int | 
     if absent:
         raise ValueError(f"{source} is not an audio-visual VAANet checkpoint of the authors' code: "
                          f"missing {', '.join(absent)} (found {len(state)} keys, e.g. "
-                         f"{_examples(state, 4)})")
+                         f"{examples(state, 4)})")
     found = state["av_fc.weight"].shape[0]
     if num_classes is not None and num_classes != found:
         raise ValueError(f"{source} was trained for {found} classes (av_fc.weight is "
@@ -175,9 +170,9 @@ def _copy(model, state: dict, source: str) -> None:
                  f"3D ResNet-{cfg.visual_depth}, {cfg.segments} visual / {cfg.audio_segments} "
                  "audio segments):",
                  f"  missing from the file: {len(missing)} keys"
-                 + (f", e.g. {_examples(missing)}" if missing else ""),
+                 + (f", e.g. {examples(missing)}" if missing else ""),
                  f"  unexpected in the file: {len(unexpected)} keys"
-                 + (f", e.g. {_examples(unexpected)}" if unexpected else "")]
+                 + (f", e.g. {examples(unexpected)}" if unexpected else "")]
         if shapes:
             lines.append(f"  shape mismatches: {len(shapes)}, e.g. " + "; ".join(shapes[:3]))
         lines.append(f"  an official audio-visual checkpoint has {OFFICIAL_KEYS} keys; this file "

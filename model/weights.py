@@ -71,12 +71,12 @@ class LoadReport:
 
     def __str__(self):
         lines = [f"{self.source}: loaded {len(self.loaded)} entries, skipped {len(self.skipped)} from the file"
-                 + (f" ({_examples(self.skipped)})" if self.skipped else "")
-                 + f", kept {len(self.kept)} of the model" + (f" ({_examples(self.kept)})" if self.kept else "")]
+                 + (f" ({examples(self.skipped)})" if self.skipped else "")
+                 + f", kept {len(self.kept)} of the model" + (f" ({examples(self.kept)})" if self.kept else "")]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
-def _examples(keys, n: int = 4) -> str:
+def examples(keys, n: int = 4) -> str:
     keys = list(keys)
     return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
 
@@ -101,7 +101,7 @@ def copy_state(model: nn.Module, state: dict, *, skip=(), keep=(), source: str =
               and tuple(state[k].shape) != tuple(target[k].shape)]
     if missing or unexpected or shapes:
         def listing(keys):
-            return f"{len(keys)} keys" + (f", e.g. {_examples(keys)}" if keys else "")
+            return f"{len(keys)} keys" + (f", e.g. {examples(keys)}" if keys else "")
         msg = [f"{source} does not fit {_describe(model)}:",
                f"  missing from the file: {listing(missing)}",
                f"  unexpected in the file: {listing(unexpected)}"]
@@ -152,7 +152,7 @@ def _unwrap(path_or_state, what: str):
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"{source}: expected a state dict (name -> tensor) or a dict with 'state_dict'; "
-                         f"found non-tensor entries {_examples(bad)}")
+                         f"found non-tensor entries {examples(bad)}")
     return strip_prefix(obj), meta, source
 
 
@@ -336,9 +336,3 @@ def load_dfan(model: nn.Module, action=None, object=None, scene=None, audio=None
             raise ValueError(f"audio weights given, but the model has no audio stream (streams {cfg.streams})")
         reports.append(load_torchvision(model.audio_backbone, audio))
     return reports
-
-
-def load_official(vaanet: nn.Module, path_or_state):
-    """An official VAANet checkpoint into VAANet(preset("official")); lives in model/official.py."""
-    from model.official import load_official as load  # late import: official.py builds on this file
-    return load(vaanet, path_or_state)

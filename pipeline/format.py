@@ -62,10 +62,6 @@ def shard_number(name: str) -> int:
     return int(Path(name).name.split(".")[0].split("-")[1])
 
 
-def partial_name(i: int) -> str:
-    return shard_name(i) + PARTIAL_SUFFIX
-
-
 def video_key(video_id: str) -> str:
     """HDF5 path of a video's group: ids are "class/name", and "/" would nest groups."""
     return f"{VIDEOS_GROUP}/{quote(video_id, safe='')}"

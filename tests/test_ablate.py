@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from model import ablate, run_config
+from trainer import ablate, run_config
 
 
 def test_paper_plan_has_the_papers_rows():
@@ -64,7 +64,7 @@ def test_the_table_says_when_the_test_split_selected_the_model():
 
 
 def test_rows_take_only_the_weights_of_their_streams():
-    from model.ablate import weights_for_row
+    from trainer.ablate import weights_for_row
     cfg = run_config.resolve({"data": "x", "preset": "demo", "visual_weights": "v.pth",
                               "audio_weights": "a.pth"})
     assert weights_for_row(cfg, "AT") == {"visual_weights": None, "object_weights": None,

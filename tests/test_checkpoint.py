@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import checkpoint
+from trainer import checkpoint
 
 
 def test_save_load_round_trip_and_no_temp_files(tmp_path):

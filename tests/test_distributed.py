@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from model import distributed
+from trainer import distributed
 
 
 def test_torchrun_command_runs_this_cli():
     cmd = distributed.torchrun_command(2, ["train", "--epochs", "1"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=2" in cmd and cmd[-3:] == ["train", "--epochs", "1"]
-    assert cmd[-4].endswith("cli.py")
+    assert cmd[-5:-3] == ["--module", "cli"]
 
 
 def test_single_process_helpers_are_identities():

@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from model import checkpoint, metrics, run_config
-from model.trainer import train
+from trainer import checkpoint, metrics, run_config
+from trainer.train import train
 
 
 @pytest.fixture(scope="module")

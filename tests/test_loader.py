@@ -8,7 +8,7 @@ import torch
 
 from pipeline import preprocess
 from pipeline.demo import AUDIO_RATE, encode
-from pipeline.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
+from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 from pipeline.params import PreprocessParams
 from pipeline.reader import ShardReader
 

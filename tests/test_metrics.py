@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from model import metrics
+from trainer import metrics
 
 # 3 classes, class 0 negative, 1 and 2 positive
 LABELS = [0, 0, 1, 1, 2, 2]

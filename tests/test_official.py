@@ -8,7 +8,7 @@ import torch.nn as nn
 from click.testing import CliRunner
 
 from cli import main
-from model import checkpoint
+from trainer import checkpoint
 from model.config import ModelConfig, preset
 from model.official import (build_from_official, load_official, official_state_dict, save_official,
                             to_official)

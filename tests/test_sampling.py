@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline import sampling
+from trainer import sampling
 
 
 def test_segment_indices_even_spread():

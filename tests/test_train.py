@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from model import checkpoint, run_config
-from model.protocol import summarize
-from model.trainer import train
+from trainer import checkpoint, run_config
+from trainer.protocol import summarize
+from trainer.train import train
 
 
 def run(values: dict, **kw):
@@ -139,7 +139,7 @@ def test_protocol_summary_by_hand():
 
 
 def test_split_all_writes_the_protocol_summary(train_data, tmp_path):
-    from model.protocol import run_all_splits
+    from trainer.protocol import run_all_splits
     out = tmp_path / "all"
     summary = run_all_splits(run_config.resolve(train_data.run(out, epochs=1, val_fraction=0, split="all")),
                              quiet=True)
@@ -162,8 +162,8 @@ def test_yaml_config(tmp_path):
 
 
 def test_validation_carve_out_is_seeded_stratified_and_disjoint(train_data):
-    from model.evaluate import open_data
-    from model.trainer import carve_validation
+    from trainer.data import open_data
+    from trainer.data import carve_validation
     reader = open_data(train_data.path)
     ids = reader.split_ids("given", "train")
     tr, val = carve_validation(reader, ids, 0.25, seed=0)
@@ -176,7 +176,7 @@ def test_validation_carve_out_is_seeded_stratified_and_disjoint(train_data):
 
 
 def test_dfan_trains_and_evaluates_through_the_same_trainer(train_data, tmp_path):
-    from model.evaluate import evaluate
+    from trainer.evaluate import evaluate
     out = tmp_path / "dfan"
     values = train_data.run(out, epochs=4, preset="dfan-demo")
     values["model"] = {k: v for k, v in values["model"].items() if k != "visual_channels"}
@@ -211,7 +211,7 @@ def test_default_run_folder_is_fresh_unless_resuming(tmp_path, monkeypatch):
 def test_config_file_model_block_beats_the_presets_training_defaults(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"preset": "demo", "data": "x",
                                                  "model": {"freeze_visual": False}}))
-    from model.trainer import model_config_for
+    from trainer.train import model_config_for
     cfg = run_config.resolve(config_file=tmp_path / "c.json")
     assert model_config_for(cfg, ["a", "b"]).freeze_visual is False
     # a flag still overrides the file

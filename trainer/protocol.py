@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from model import distributed, run_config
+from trainer import distributed, run_config
 
 COLUMNS = ("accuracy", "mean_class_accuracy", "polarity_accuracy", "macro_f1")
 
 
 def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     """Train and test every split of cfg.data; returns the summary (also written to RUN_DIR)."""
-    from model.evaluate import open_data
-    from model.trainer import train
+    from trainer.data import open_data
+    from trainer.train import train
     with run_config.user_errors():
         reader = open_data(cfg.data)
         splits, classes = list(reader.splits), list(reader.classes)

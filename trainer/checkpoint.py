@@ -51,11 +51,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model inside DistributedDataParallel (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
-
-
 def save(path, **state) -> Path:
     """Write the checkpoint to a temporary file in the same folder, then rename it over `path`:
     a crash mid-write leaves the previous checkpoint intact."""

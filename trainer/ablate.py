@@ -20,7 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from model import distributed, run_config
+from trainer import distributed, run_config
 
 PAPER_ROWS = [("AT", "pcce"), ("VS", "pcce"), ("VS+VCW", "pcce"), ("VS+VCW+VT", "pcce"),
               ("VS+VCW+VT+AT", "pcce"), ("VS+VCW+VT", "ce"), ("VS+VCW+VT+AT", "ce")]
@@ -50,9 +50,9 @@ def plan(attns: list[str], losses: list[str]) -> list[tuple[str, str]]:
 
 def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str], quiet: bool = False) -> dict:
     from model.config import streams_for, parse_attention
-    from model.evaluate import open_data
-    from model.protocol import run_all_splits
-    from model.trainer import train
+    from trainer.data import open_data
+    from trainer.protocol import run_all_splits
+    from trainer.train import train
     with run_config.user_errors():
         rows = plan(attns, losses)
         reader = open_data(cfg.data)

@@ -84,15 +84,6 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def broadcast_object(obj, src: int = 0):
-    """Rank `src`'s `obj` on every process."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -109,10 +100,10 @@ def wrap(model: torch.nn.Module, info: DistInfo, device) -> torch.nn.Module:
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """The torchrun command line that runs `cli.py ARGV` in `nproc` processes on this machine."""
-    import cli
+    """The torchrun command line that runs `vaanet ARGV` in `nproc` processes on this machine
+    (the `cli` module by name, so this file need not import the command line)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", cli.__file__, *argv]
+            f"--nproc_per_node={nproc}", "--module", "cli", *argv]
 
 
 def launch(nproc: int, argv: list[str]) -> int:

@@ -5,12 +5,11 @@
 
 Writes a per-video predictions CSV (id, label, prediction, polarities, one probability per
 class) and the metrics as JSON; the same checkpoint on the same data gives identical files.
-The helpers here (opening data, choosing a split, the device and mixed precision, one pass
-of predictions) are shared with the trainer.
+One pass of predictions (`EvalSet`, `predict`, `report`) is shared with the trainer's validation
+and final test.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -19,71 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import checkpoint, distributed, metrics
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-def open_data(path):
-    """A ShardReader over a `vaanet preprocess` output folder, or a ValueError saying what is wrong."""
-    from pipeline.reader import ShardReader
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"data folder not found: {path} (make one with `vaanet preprocess`)")
-    if not (path / "index.json").is_file():
-        raise ValueError(f"{path} is not a preprocessed dataset folder: no index.json "
-                         "(expected the output of `vaanet preprocess --out DIR`)")
-    try:
-        reader = ShardReader(path)
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"cannot read the shards in {path}: {e}") from None
-    if not reader.ids:
-        raise ValueError(f"{path} holds no successfully preprocessed videos (see failures.jsonl)")
-    shards = sorted({reader.meta(i)["shard"] for i in reader.ids})
-    missing = [s for s in shards if not (path / s).is_file()]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
-                         f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
-                         "run `vaanet preprocess` again with the same --out to complete them")
-    return reader
-
-
-def check_split(reader, split: str | None) -> str:
-    """The split name to use: `split`, or the data's first one; unknown -> ValueError listing them."""
-    available = list(reader.splits)
-    if split is None:
-        if not available:
-            raise ValueError("the data defines no train/test split (splits.json is empty)")
-        return available[0]
-    if str(split) not in available:
-        raise ValueError(f"split {split!r} is not in the data; available splits: "
-                         f"{', '.join(available)}")
-    return str(split)
-
-
-def split_ids(reader, split: str, part: str) -> list[str]:
-    ids = list(reader.split_ids(split, part))
-    if not ids:
-        raise ValueError(f"split {split!r} has no {part} videos")
-    return ids
-
-
-# ---- model -----------------------------------------------------------------------------------
-
-def autocast(device, amp: str):
-    """Mixed precision context: bf16 (CUDA or CPU) or fp16 (CUDA); "none" is full precision."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available (use auto or cpu)")
-    return torch.device(name)
+from trainer import checkpoint, distributed, metrics
+from trainer.data import check_split, open_data, split_ids
+from trainer.device import autocast, resolve_device
 
 
 # ---- one pass of predictions ----------------------------------------------------------------
@@ -93,7 +30,7 @@ class EvalSet:
     workers persist across epochs). With several processes each one holds ids[rank::world]."""
 
     def __init__(self, reader, ids, model_cfg, batch_size=16, workers=0):
-        from pipeline.loader import ClipDataset, make_loader
+        from trainer.loader import ClipDataset, make_loader
         self.ids = list(ids)
         self.positions = np.arange(distributed.rank(), len(self.ids), distributed.world_size())
         ds = ClipDataset(reader, [self.ids[i] for i in self.positions], model_cfg, train=False)
@@ -108,7 +45,7 @@ def predict(model, evalset: EvalSet, device, amp="none", criterion=None) -> dict
     full, identically ordered result (no padded duplicates as a DistributedSampler would add).
     Returns dict(ids, labels [N], probs [N, C], loss (mean, when `criterion` is given)).
     """
-    from pipeline.loader import to_device_batch
+    from trainer.loader import to_device_batch
     was_training = model.training
     model.eval()
     positions, labels, probs, loss_sum = [], [], [], 0.0

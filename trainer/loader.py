@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from pipeline import sampling
+from trainer import sampling
 
 
 def _cfg(cfg, name, default=None):

@@ -25,33 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import checkpoint, distributed, run_config
-from model.evaluate import (EvalSet, autocast, check_split, open_data, predict, report, resolve_device,
-                            split_ids, write_predictions)
-from model.metrics import format_report
+from trainer import checkpoint, distributed, run_config
+from trainer.data import carve_validation, check_split, open_data, split_ids
+from trainer.device import autocast, resolve_device
+from trainer.evaluate import EvalSet, predict, report, write_predictions
+from trainer.metrics import format_report
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def carve_validation(reader, ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split training ids into (train, val): a seeded `fraction` of every class (at least one
-    video of a class that has two or more), so the validation set has every class."""
-    if fraction <= 0:
-        return list(ids), []
-    rng = np.random.default_rng([seed, 7])
-    by_class: dict[int, list[str]] = {}
-    for vid in ids:
-        by_class.setdefault(int(reader.meta(vid)["label"]), []).append(vid)
-    val = set()
-    for label in sorted(by_class):
-        members = by_class[label]
-        n = min(len(members) - 1, max(1, round(fraction * len(members))))
-        val.update(members[i] for i in rng.permutation(len(members))[:n])
-    return [v for v in ids if v not in val], [v for v in ids if v in val]
 
 
 def model_config_for(cfg: run_config.RunConfig, classes: list[str]):
@@ -128,7 +112,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
 
     from model.losses import build_loss
     from model.build import build_model
-    from pipeline.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
+    from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 
     # ---- processes, device, seeds ---------------------------------------------------------------
     with run_config.user_errors():

@@ -1,0 +1,69 @@
+"""Opening a preprocessed dataset for training and evaluation: the shard reader, the split and its
+parts, the seeded validation carve-out. Every check here is of user input and raises ValueError
+with what to do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def open_data(path):
+    """A ShardReader over a `vaanet preprocess` output folder, or a ValueError saying what is wrong."""
+    from pipeline.reader import ShardReader
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"data folder not found: {path} (make one with `vaanet preprocess`)")
+    if not (path / "index.json").is_file():
+        raise ValueError(f"{path} is not a preprocessed dataset folder: no index.json "
+                         "(expected the output of `vaanet preprocess --out DIR`)")
+    try:
+        reader = ShardReader(path)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"cannot read the shards in {path}: {e}") from None
+    if not reader.ids:
+        raise ValueError(f"{path} holds no successfully preprocessed videos (see failures.jsonl)")
+    shards = sorted({reader.meta(i)["shard"] for i in reader.ids})
+    missing = [s for s in shards if not (path / s).is_file()]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
+                         f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                         "run `vaanet preprocess` again with the same --out to complete them")
+    return reader
+
+
+def check_split(reader, split: str | None) -> str:
+    """The split name to use: `split`, or the data's first one; unknown -> ValueError listing them."""
+    available = list(reader.splits)
+    if split is None:
+        if not available:
+            raise ValueError("the data defines no train/test split (splits.json is empty)")
+        return available[0]
+    if str(split) not in available:
+        raise ValueError(f"split {split!r} is not in the data; available splits: "
+                         f"{', '.join(available)}")
+    return str(split)
+
+
+def split_ids(reader, split: str, part: str) -> list[str]:
+    ids = list(reader.split_ids(split, part))
+    if not ids:
+        raise ValueError(f"split {split!r} has no {part} videos")
+    return ids
+
+
+def carve_validation(reader, ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split training ids into (train, val): a seeded `fraction` of every class (at least one
+    video of a class that has two or more), so the validation set has every class."""
+    if fraction <= 0:
+        return list(ids), []
+    rng = np.random.default_rng([seed, 7])
+    by_class: dict[int, list[str]] = {}
+    for vid in ids:
+        by_class.setdefault(int(reader.meta(vid)["label"]), []).append(vid)
+    val = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        n = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.update(members[i] for i in rng.permutation(len(members))[:n])
+    return [v for v in ids if v not in val], [v for v in ids if v in val]
