@@ -226,6 +226,8 @@ class ShardWriter:
         return rec
 
     def _journal(self, rec: dict):
+        # append-only log: appended, not rewritten through pipeline/atomic.py; open() creates it
+        # with the umask's permissions
         with open(self.out / fmt.JOURNAL, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
