@@ -104,3 +104,17 @@ def test_evaluation_passes_run_without_the_cudnn_autotuner(train_data, monkeypat
     assert pred["probs"].shape == (3, 4)
     assert seen == [False, False]              # off during the pass (two batches) ...
     assert torch.backends.cudnn.benchmark is True  # ... and restored after it
+
+
+def test_messages_go_through_logging_and_the_command_prints_the_table(train_data, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"model": train_data.model, "epochs": 1, "workers": 0, "val_fraction": 0.25,
+                               "freeze_visual": True, "lr": 1e-3, "batch_size": 4}))
+    args = ["train", "--data", str(train_data.path), "--preset", "demo", "--config", str(cfg), "--device", "cpu"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "epoch   1/1  train loss" in r.output and "| best |" in r.output  # the log line, the table
+    r = CliRunner().invoke(main, ["-q", *args, "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "epoch   1/1" not in r.output and "| best |" in r.output
+    assert (tmp_path / "b" / "results.md").read_text() in r.output + "\n"
