@@ -1,16 +1,52 @@
 """The `vaanet` command line: one command per user verb.
 
-Commands stay thin: they parse and validate options, then call into `pipeline` and `model`.
-Heavy imports (torch, h5py) happen inside the commands so that `vaanet --help` is instant.
+Commands stay thin: they parse and validate options, then call into `pipeline`, `model` and
+`trainer`, and print what those return. Heavy imports (torch, h5py) happen inside the commands
+so that `vaanet --help` is instant. The library logs through `logging`; `main` configures it.
 """
 from __future__ import annotations
+
+import logging
+import sys
 
 import click
 
 
+class _TqdmHandler(logging.Handler):
+    """Log records to stderr through tqdm.write, so that a progress bar is not broken by them."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _configure_logging(quiet: bool, verbose: bool) -> None:
+    """vaanet's own loggers (pipeline, model, trainer) at INFO, DEBUG with --verbose, WARNING with
+    --quiet; other libraries' records at WARNING. Called once per command (idempotent)."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _TqdmHandler)]:
+        root.removeHandler(h)
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if not verbose
+                                           else "%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    for name in ("pipeline", "model", "trainer"):
+        logging.getLogger(name).setLevel(level)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vaanet")
-def main():
+@click.option("--quiet", "-q", is_flag=True,
+              help="Only warnings and errors: no progress messages and no progress bars.")
+@click.option("--verbose", "-v", is_flag=True, help="Also debug messages, with their origin.")
+@click.pass_context
+def main(ctx, quiet, verbose):
     """Emotion recognition in user-generated videos (VAANet, AAAI 2020; DFAN, ICME 2020).
 
     \b
@@ -18,7 +54,18 @@ def main():
       vaanet preprocess --dataset e6 --root E6/   decode every video once into HDF5 shards
       vaanet train --data data/processed/e6       stream the shards into the network
     Start with the built-in demo:  vaanet preprocess --dataset demo && vaanet train
+    Messages go to stderr (-q: none, -v: more), results to stdout.
     """
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    ctx.obj = {"quiet": quiet}
+    _configure_logging(quiet, verbose)
+
+
+def _quiet() -> bool:
+    """The top-level --quiet (no progress bars)."""
+    obj = click.get_current_context().find_root().obj
+    return bool(obj and obj.get("quiet"))
 
 
 # ---- ETL commands (pipeline/) -------------------------------------------------------------
@@ -136,7 +183,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
             result = pp.run(dataset, root, out or f"data/processed/{dataset}", params,
                             split_file=split_file, polarity_file=polarity_file, jobs=jobs,
                             backend=backend, limit=limit, seed=seed, overwrite=overwrite,
-                            retry_failed=retry_failed, progress=not quiet, echo=click.echo)
+                            retry_failed=retry_failed, progress=not (quiet or _quiet()),
+                            echo=click.echo)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
         except KeyboardInterrupt:
@@ -242,12 +290,12 @@ def import_checkpoint(src, dst, num_classes, dataset):
     vaanet checkpoint of the `official` preset (usable by `vaanet evaluate`) and, beside it,
     DST's name with .config.json: the model configuration and classes.
     """
-    import json
     from pathlib import Path
 
-    from trainer import checkpoint
     from model.official import build_from_official
+    from pipeline import atomic
     from pipeline.datasets import load_definition
+    from trainer import checkpoint
 
     try:
         model, cfg, meta = build_from_official(src, num_classes=num_classes)
@@ -274,9 +322,8 @@ def import_checkpoint(src, dst, num_classes, dataset):
                     model_config=cfg.to_dict(), run_config={}, classes=classes, polarity=polarity,
                     best=None, imported_from=str(src))
     config_path = dst.with_name(dst.stem + ".config.json")
-    config_path.write_text(json.dumps({"model_config": cfg.to_dict(), "classes": classes,
-                                       "polarity": polarity, "epoch": epoch,
-                                       "imported_from": str(src)}, indent=1) + "\n")
+    atomic.write_json(config_path, {"model_config": cfg.to_dict(), "classes": classes,
+                                    "polarity": polarity, "epoch": epoch, "imported_from": str(src)})
     click.echo(f"imported {src} (epoch {epoch}, {cfg.num_classes} classes, 3D ResNet-"
                f"{cfg.visual_depth}, {cfg.segments} visual / {cfg.audio_segments} audio segments)"
                f"\nwrote {dst} and {config_path}")
@@ -309,7 +356,9 @@ def _training_options(f):
         click.option("--lam", type=float, default=None, help="PCCE lambda. [default: 0.5]"),
         click.option("--epochs", type=int, default=None),
         click.option("--batch-size", type=int, default=None,
-                     help="Global batch (divided over processes with several GPUs)."),
+                     help="Global batch: with --gpus N each process takes batch/N, so it must "
+                          "divide by N (else refused, naming the nearest valid sizes). "
+                          "[default: the preset's, 32; demo 4]"),
         click.option("--lr", type=float, default=None, help="Adam learning rate."),
         click.option("--visual-weights", type=click.Path(dir_okay=False), default=None,
                      help="Hara 3D ResNet checkpoint (e.g. resnet-101-kinetics.pth)."),
@@ -351,13 +400,17 @@ def _training_options(f):
     return f
 
 
-def _relaunch(gpus: int, out: str | None = None) -> None:
+def _relaunch(gpus: int, batch_size: int, out: str | None = None) -> None:
     """`--gpus N`: run the same command line under torchrun with N processes, then exit; `out`
-    is passed on explicitly so that every process writes to the folder resolved here."""
-    import sys
-
-    from trainer import distributed
+    is passed on explicitly so that every process writes to the folder resolved here. A global
+    batch that does not divide over N is refused here, before any process starts."""
+    from trainer import distributed, run_config
+    from trainer.train import per_process_batch
     if gpus > 1 and not distributed.under_torchrun():
+        try:
+            per_process_batch(batch_size, gpus)
+        except run_config.RunError as e:
+            raise click.UsageError(str(e)) from None
         argv, skip = [], False
         for a in sys.argv[1:]:
             if skip:
@@ -374,8 +427,7 @@ def _relaunch(gpus: int, out: str | None = None) -> None:
 def _resolve_run(ctx, values: dict, config_file, out_prefix: str = "", fresh_out: bool = False):
     from trainer import run_config
     try:
-        with run_config.user_errors():
-            return run_config.resolve(_given(ctx, values), config_file, out_prefix, fresh_out)
+        return run_config.resolve(_given(ctx, values), config_file, out_prefix, fresh_out)
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
 
@@ -410,18 +462,22 @@ def train(ctx, config_file, gpus, **values):
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist: pass "
                                "--data DIR or run `vaanet preprocess --dataset demo` first")
-    _relaunch(gpus, cfg.out)
+    _relaunch(gpus, cfg.batch_size, cfg.out)
     try:
         if cfg.split == "all":
-            from trainer.protocol import run_all_splits
-            run_all_splits(cfg)
+            from trainer.protocol import run_all_splits, summary_markdown
+            text = summary_markdown(run_all_splits(cfg, quiet=_quiet()))
         else:
-            from trainer.train import train as run_training
-            run_training(cfg)
+            from trainer.train import results_table, train as run_training
+            text = results_table(run_training(cfg, quiet=_quiet())) + (
+                f"\n\nrun folder: {cfg.out} (checkpoints, metrics.jsonl, predictions, results.md); "
+                f"vaanet evaluate --run {cfg.out}")
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
     finally:
         distributed.cleanup()
+    if distributed.rank() == 0:
+        click.echo(text)
 
 
 @main.command()
@@ -439,8 +495,8 @@ def train(ctx, config_file, gpus, **values):
               help="Folder for the predictions CSV and metrics JSON. [default: the checkpoint's folder]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_size, workers):
     """Deterministic evaluation of a trained model (fixed snippet, centre crop, no flip).
 
@@ -454,10 +510,9 @@ def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_si
     from trainer.evaluate import evaluate as run_evaluation
     from trainer.metrics import format_report
     try:
-        with run_config.user_errors():
-            res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
-                                 which=which, device=device, batch_size=batch_size, workers=workers,
-                                 amp=amp, out=out)
+        res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
+                             which=which, device=device, batch_size=batch_size, workers=workers,
+                             amp=amp, out=out)
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_report(res["report"], res["classes"], f"split {res['split']}, {res['part']} part:"))
@@ -487,14 +542,16 @@ def ablate(ctx, attns, config_file, gpus, **values):
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
-    _relaunch(gpus)
+    _relaunch(gpus, cfg.batch_size)
     try:
-        from trainer.ablate import run_ablation
-        run_ablation(cfg, list(attns), [given_loss] if given_loss else [])
+        from trainer.ablate import markdown, run_ablation
+        table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
     finally:
         distributed.cleanup()
+    if distributed.rank() == 0:
+        click.echo(markdown(table))
 
 
 if __name__ == "__main__":

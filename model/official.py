@@ -205,8 +205,8 @@ def official_state_dict(model) -> dict:
     return to_official({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
-def save_official(model, path, epoch: int = 0) -> None:
-    """Write `model` as the authors' training script does: {'epoch', 'state_dict', 'optimizer'}
-    (the optimizer state is left empty)."""
-    torch.save({"epoch": epoch, "state_dict": official_state_dict(model),
-                "optimizer": {"state": {}, "param_groups": []}}, path)
+def official_checkpoint(model, epoch: int = 0) -> dict:
+    """`model` as the authors' training script saves it: {'epoch', 'state_dict', 'optimizer'}
+    (the optimizer state left empty); model/ writes no files, the caller saves it."""
+    return {"epoch": epoch, "state_dict": official_state_dict(model),
+            "optimizer": {"state": {}, "param_groups": []}}

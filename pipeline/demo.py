@@ -19,7 +19,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline import ffmpeg_bin
+from pipeline import atomic, ffmpeg_bin
 
 DEFINITION = Path(__file__).resolve().parents[1] / "data" / "datasets" / "demo.json"
 AUDIO_RATE = 22050  # the ETL resamples to its own rate; AAC at 44.1 kHz would double the encode time
@@ -82,8 +82,7 @@ def encode(path: Path, frames: np.ndarray, pcm: np.ndarray | None, fps: float, g
 
     Written under a temporary name and renamed, so a file that exists is complete."""
     n, h, w, _ = frames.shape
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
-    with tempfile.TemporaryDirectory(prefix="vaanet-demo-") as d:
+    with atomic.target(path) as tmp, tempfile.TemporaryDirectory(prefix="vaanet-demo-") as d:
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
         streams, opts = [video], {}
         if pcm is not None:
@@ -95,7 +94,6 @@ def encode(path: Path, frames: np.ndarray, pcm: np.ndarray | None, fps: float, g
                             pix_fmt="yuv420p", g=gop or int(round(2 * fps)), threads=1,
                             map_metadata=-1, fflags="+bitexact", **{"flags:v": "+bitexact"}, **opts)
         ffmpeg_bin.run(out, reason="demo encode failed", input=frames.tobytes())
-    os.replace(tmp, path)
 
 
 def make_demo_videos(out_dir, seed: int = 0, per_class: int = 10, duration: float = 4.0,
@@ -128,5 +126,5 @@ def make_demo_videos(out_dir, seed: int = 0, per_class: int = 10, duration: floa
     # numpy drawing and the ffmpeg encoder overlap well in two threads
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda ci: make(*ci), [(c, i) for c in range(len(classes)) for i in range(per_class)]))
-    stamp.write_text(json.dumps(settings))
+    atomic.write_text(stamp, json.dumps(settings))
     return out_dir

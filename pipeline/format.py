@@ -5,7 +5,7 @@ A preprocessed directory holds:
     params.json          {"format_version", "dataset", "root", "params": PreprocessParams.to_dict()}
     splits.json          {"kind", "seed", "splits": {name: {"train": [ids], "test": [ids]}}}
     index.json           one record per video (see `video_record`), the only file a reader needs
-                         to list videos; rewritten atomically (temp file + rename)
+                         to list videos; rewritten atomically (pipeline/atomic.py)
     failures.jsonl       one JSON line per failed video: id, path, reason, log_tail (ffmpeg output)
     shard-00000.h5 ...   HDF5 files, many videos each, about params.shard_size_mb each
     shard-00003.h5.partial   the shard being written (never listed in index.json)
@@ -22,8 +22,6 @@ and attrs `id`, `label`, `class`, `source`, `sha1`, `fps`, `duration`, `has_audi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -79,50 +77,7 @@ def video_record(*, id, label, cls, polarity, source, status, shard=None, frames
             "source": source, HASH_NAME: sha1, "reason": reason, "notes": notes or []}
 
 
-# ---- atomic small files ----
-
-def write_json_atomic(path: Path, obj, *, only_if_changed: bool = True) -> bool:
-    """Write JSON through a temp file + fsync + rename, so a reader sees the old or the new file.
-
-    Skips the write when the content is unchanged (a rerun on a finished output touches nothing).
-    Returns True if the file was written.
-    """
-    text = json.dumps(obj, indent=1, sort_keys=False) + "\n"
-    return write_text_atomic(path, text, only_if_changed=only_if_changed)
-
-
-def write_text_atomic(path: Path, text: str, *, only_if_changed: bool = True) -> bool:
-    path = Path(path)
-    if only_if_changed and path.exists() and path.read_text() == text:
-        return False
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-    return True
-
-
-def fsync_dir(path: Path):
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
+# ---- small files: written through pipeline/atomic.py (temp file, fsync, rename, umask) ----
 
 def read_jsonl(path: Path) -> list[dict]:
     """Read a JSON-lines file; a torn last line (crash mid-append) is ignored."""

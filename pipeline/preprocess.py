@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import atomic
 from pipeline import format as fmt
 from pipeline.datasets import folder_definition, load_definition, scan
 from pipeline.params import FORMAT_VERSION, PreprocessParams
@@ -213,10 +214,10 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
                   "polarity": list(d.polarity)}
         check_output(out, dataset, params, overwrite, source)
         if not (out / fmt.PARAMS).exists():
-            fmt.write_json_atomic(out / fmt.PARAMS, {
+            atomic.write_json(out / fmt.PARAMS, {
                 "format_version": FORMAT_VERSION, "dataset": dataset, **source,
-                "params": params.to_dict()})
-        fmt.write_json_atomic(out / fmt.SPLITS, splits)
+                "params": params.to_dict()}, only_if_changed=True)
+        atomic.write_json(out / fmt.SPLITS, splits, only_if_changed=True)
         writer = ShardWriter(out, params, dataset=dataset, classes=d.classes,
                              polarity=d.polarity, membership=membership(splits["splits"]),
                              split_names=list(splits["splits"])).open()

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import atomic
 from pipeline import format as fmt
-from pipeline.format import read_jsonl, write_json_atomic, write_text_atomic
+from pipeline.format import read_jsonl
 from pipeline.params import FORMAT_VERSION, PreprocessParams
 
 
@@ -225,6 +226,8 @@ class ShardWriter:
         return rec
 
     def _journal(self, rec: dict):
+        # append-only log: appended, not rewritten through pipeline/atomic.py; open() creates it
+        # with the umask's permissions
         with open(self.out / fmt.JOURNAL, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
@@ -233,7 +236,8 @@ class ShardWriter:
     def _write_journal(self):
         path = self.out / fmt.JOURNAL
         if self.pending:
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.pending))
+            atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in self.pending),
+                              only_if_changed=True)
         elif path.exists():
             path.unlink()
 
@@ -249,7 +253,7 @@ class ShardWriter:
             return
         _fsync_path(partial)
         os.replace(partial, self.out / self._shard)
-        fmt.fsync_dir(self.out)
+        atomic.fsync_dir(self.out)
         for rec in self.pending:
             self.records[rec["id"]] = rec
         self.pending = []
@@ -265,8 +269,9 @@ class ShardWriter:
             videos.append(rec)
         failures = [self.logs[i] for i in sorted(self.logs)
                     if self.records.get(i, {}).get("status") == fmt.FAILED]
-        write_text_atomic(self.out / fmt.FAILURES, "".join(json.dumps(d) + "\n" for d in failures))
-        write_json_atomic(self.out / fmt.INDEX, dict(self.header, videos=videos))
+        atomic.write_text(self.out / fmt.FAILURES, "".join(json.dumps(d) + "\n" for d in failures),
+                          only_if_changed=True)
+        atomic.write_json(self.out / fmt.INDEX, dict(self.header, videos=videos), only_if_changed=True)
 
     def close(self):
         self.finish_shard()

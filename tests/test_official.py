@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cli import main
 from trainer import checkpoint
 from model.config import ModelConfig, preset
-from model.official import (build_from_official, load_official, official_state_dict, save_official,
+from model.official import (build_from_official, load_official, official_checkpoint, official_state_dict,
                             to_official)
 from model.resnet2d import resnet18
 from model.resnet3d import resnet3d
@@ -139,7 +139,7 @@ def full_size_file(tmp_path_factory):
     torch.manual_seed(0)
     model = VAANet(preset("official"))
     path = tmp_path_factory.mktemp("official") / "vaanet_ve8.pth"
-    save_official(model, path, epoch=37)
+    torch.save(official_checkpoint(model, epoch=37), path)
     return path, official_state_dict(model)
 
 
@@ -196,7 +196,7 @@ def test_import_gives_the_same_outputs_as_the_authors_forward(tmp_path):
     torch.manual_seed(2)
     ours = randomised(VAANet(tiny_official()), seed=3)
     path = tmp_path / "tiny.pth"
-    save_official(ours, path, epoch=5)
+    torch.save(official_checkpoint(ours, epoch=5), path)
     imported, cfg, meta = build_from_official(path, **TINY_SHAPE)
     assert cfg == tiny_official() and meta == {"epoch": 5}
     assert not any(p.requires_grad for p in imported.backbone.parameters())

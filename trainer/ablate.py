@@ -18,9 +18,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
+from pipeline import atomic
 from trainer import distributed, run_config
+
+logger = logging.getLogger(__name__)
 
 PAPER_ROWS = [("AT", "pcce"), ("VS", "pcce"), ("VS+VCW", "pcce"), ("VS+VCW+VT", "pcce"),
               ("VS+VCW+VT+AT", "pcce"), ("VS+VCW+VT", "ce"), ("VS+VCW+VT+AT", "ce")]
@@ -44,20 +48,23 @@ def plan(attns: list[str], losses: list[str]) -> list[tuple[str, str]]:
         if a.strip().lower() == "paper":
             rows += PAPER_ROWS if not losses else [(r, l) for r, l in PAPER_ROWS if l in losses]
         else:
-            rows += [(format_attention(parse_attention(a)), l) for l in (losses or ["pcce"])]
+            with run_config.user_input():  # an --attn value
+                spec = format_attention(parse_attention(a))
+            rows += [(spec, l) for l in (losses or ["pcce"])]
     return list(dict.fromkeys(rows))
 
 
 def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str], quiet: bool = False) -> dict:
+    """Train and test every row; returns the table (also written to OUT; `markdown` makes the
+    text the command line prints). `quiet`: no progress bars."""
     from model.config import streams_for, parse_attention
     from trainer.data import open_data
     from trainer.protocol import run_all_splits
     from trainer.train import train
-    with run_config.user_errors():
-        rows = plan(attns, losses)
-        reader = open_data(cfg.data)
-        dataset, classes = reader.dataset, list(reader.classes)
-        reader.close()
+    rows = plan(attns, losses)
+    reader = open_data(cfg.data)
+    dataset, classes = reader.dataset, list(reader.classes)
+    reader.close()
     out = Path(cfg.out)
     results = []
     for attn, loss in rows:
@@ -72,6 +79,8 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
             # a resumed ablation skips finished rows and continues the interrupted one
             if cfg.resume and (out / name / "results.json").is_file():
                 res = json.loads((out / name / "results.json").read_text())
+                if distributed.rank() == 0:
+                    logger.info(f"row {name}: finished before, results kept from {out / name / 'results.json'}")
             else:
                 resume = cfg.resume and (out / name / "last.pt").is_file()
                 res = train(dataclasses.replace(row_cfg, resume=resume), quiet=quiet)
@@ -83,10 +92,8 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
              "selected_on": "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"}
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "ablation.md").write_text(markdown(table) + "\n")
+        atomic.write_text(out / "ablation.md", markdown(table) + "\n")
         write_csv(out / "ablation.csv", table)
-        if not quiet:
-            print(markdown(table))
     return table
 
 
@@ -110,7 +117,7 @@ def markdown(table: dict) -> str:
 
 def write_csv(path: Path, table: dict) -> None:
     classes = table["classes"]
-    with open(path, "w", newline="") as f:
+    with atomic.open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attention", "streams", "loss", *[f"acc_{c}" for c in classes], "accuracy", "splits",
                     "paper_accuracy_pct"])

@@ -15,12 +15,14 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pipeline import atomic
+from trainer.run_config import RunError
 
 FORMAT = "vaanet-checkpoint"
 VERSION = 1
@@ -55,16 +57,8 @@ def save(path, **state) -> Path:
     """Write the checkpoint to a temporary file in the same folder, then rename it over `path`:
     a crash mid-write leaves the previous checkpoint intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic.open(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
     return path
 
 
@@ -72,31 +66,22 @@ def duplicate(src, dst) -> Path:
     """Make `dst` a copy of checkpoint `src`, atomically: a hard link when the file system allows
     (no second write of hundreds of MB; `save` replaces `src` by a new file later, so the link
     keeps the old contents), else a full copy."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
+    return atomic.copy(src, dst)
 
 
 def load(path, map_location="cpu") -> dict:
-    """Load one of our checkpoints; a missing, corrupt or foreign file gets a clear ValueError."""
+    """Load one of our checkpoints; a missing, corrupt or foreign file gets a clear RunError
+    (a usage error: the file is the user's)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
+        raise RunError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled code
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+        raise RunError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a vaanet training checkpoint (expected a dict with "
+        raise RunError(f"{path} is not a vaanet training checkpoint (expected a dict with "
                          f"format={FORMAT!r}; an official VAANet file is imported with "
                          "`vaanet import-checkpoint`)")
     return ckpt
@@ -104,17 +89,17 @@ def load(path, map_location="cpu") -> dict:
 
 def check_compatible(ckpt: dict, classes: list[str], model_config: dict | None = None,
                      what: str = "checkpoint") -> None:
-    """Raise ValueError when `ckpt` cannot serve data with `classes` or a run built with
+    """Raise RunError when `ckpt` cannot serve data with `classes` or a run built with
     `model_config` (resume: every field must agree)."""
     have = list(ckpt["classes"])
     if len(have) != len(classes):
-        raise ValueError(f"incompatible {what}: trained for {len(have)} classes ({', '.join(have)}), "
+        raise RunError(f"incompatible {what}: trained for {len(have)} classes ({', '.join(have)}), "
                          f"the data has {len(classes)} ({', '.join(classes)})")
     if have != list(classes):
-        raise ValueError(f"incompatible {what}: trained on classes {have}, the data has {list(classes)}")
+        raise RunError(f"incompatible {what}: trained on classes {have}, the data has {list(classes)}")
     if model_config is not None:
         diff = {k: (ckpt["model_config"].get(k), v) for k, v in model_config.items()
                 if ckpt["model_config"].get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: {a!r} in the {what}, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"incompatible {what}: model configuration differs ({shown})")
+            raise RunError(f"incompatible {what}: model configuration differs ({shown})")

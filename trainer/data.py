@@ -1,46 +1,48 @@
 """Opening a preprocessed dataset for training and evaluation: the shard reader, the split and its
-parts, the seeded validation carve-out. Every check here is of user input and raises ValueError
-with what to do."""
+parts, the seeded validation carve-out. Every check here is of user input and raises RunError
+(a usage error) with what to do."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from trainer.run_config import RunError
+
 
 def open_data(path):
-    """A ShardReader over a `vaanet preprocess` output folder, or a ValueError saying what is wrong."""
+    """A ShardReader over a `vaanet preprocess` output folder, or a RunError saying what is wrong."""
     from pipeline.reader import ShardReader
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"data folder not found: {path} (make one with `vaanet preprocess`)")
+        raise RunError(f"data folder not found: {path} (make one with `vaanet preprocess`)")
     if not (path / "index.json").is_file():
-        raise ValueError(f"{path} is not a preprocessed dataset folder: no index.json "
+        raise RunError(f"{path} is not a preprocessed dataset folder: no index.json "
                          "(expected the output of `vaanet preprocess --out DIR`)")
     try:
         reader = ShardReader(path)
     except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"cannot read the shards in {path}: {e}") from None
+        raise RunError(f"cannot read the shards in {path}: {e}") from None
     if not reader.ids:
-        raise ValueError(f"{path} holds no successfully preprocessed videos (see failures.jsonl)")
+        raise RunError(f"{path} holds no successfully preprocessed videos (see failures.jsonl)")
     shards = sorted({reader.meta(i)["shard"] for i in reader.ids})
     missing = [s for s in shards if not (path / s).is_file()]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
+        raise RunError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
                          f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                          "run `vaanet preprocess` again with the same --out to complete them")
     return reader
 
 
 def check_split(reader, split: str | None) -> str:
-    """The split name to use: `split`, or the data's first one; unknown -> ValueError listing them."""
+    """The split name to use: `split`, or the data's first one; unknown -> RunError listing them."""
     available = list(reader.splits)
     if split is None:
         if not available:
-            raise ValueError("the data defines no train/test split (splits.json is empty)")
+            raise RunError("the data defines no train/test split (splits.json is empty)")
         return available[0]
     if str(split) not in available:
-        raise ValueError(f"split {split!r} is not in the data; available splits: "
+        raise RunError(f"split {split!r} is not in the data; available splits: "
                          f"{', '.join(available)}")
     return str(split)
 
@@ -48,7 +50,7 @@ def check_split(reader, split: str | None) -> str:
 def split_ids(reader, split: str, part: str) -> list[str]:
     ids = list(reader.split_ids(split, part))
     if not ids:
-        raise ValueError(f"split {split!r} has no {part} videos")
+        raise RunError(f"split {split!r} has no {part} videos")
     return ids
 
 

@@ -1,9 +1,11 @@
-"""The device a run uses and its mixed-precision context."""
+"""The device a run uses, its mixed-precision context and cuDNN's autotuner."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from trainer.run_config import RunError
 
 
 def autocast(device, amp: str):
@@ -14,9 +16,23 @@ def autocast(device, amp: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool):
+    """cuDNN's autotuner (torch.backends.cudnn.benchmark) on or off inside the block, restored
+    after. Training turns it on (CUDA: the fastest convolution algorithm for each input shape);
+    evaluation turns it off, so that the algorithm, and with it the last bits of every
+    probability, does not depend on timing: the same checkpoint gives the same files."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available (use auto or cpu)")
+        raise RunError("--device cuda was asked for but CUDA is not available (use auto or cpu)")
     return torch.device(name)

@@ -11,16 +11,16 @@ and final test.
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline import atomic
 from trainer import checkpoint, distributed, metrics
 from trainer.data import check_split, open_data, split_ids
-from trainer.device import autocast, resolve_device
+from trainer.device import autocast, cudnn_autotune, resolve_device
+from trainer.run_config import RunError, user_input
 
 
 # ---- one pass of predictions ----------------------------------------------------------------
@@ -33,17 +33,20 @@ class EvalSet:
         from trainer.loader import ClipDataset, make_loader
         self.ids = list(ids)
         self.positions = np.arange(distributed.rank(), len(self.ids), distributed.world_size())
-        ds = ClipDataset(reader, [self.ids[i] for i in self.positions], model_cfg, train=False)
+        with user_input():  # the shards must hold what the model needs (frames, crop, MFCC)
+            ds = ClipDataset(reader, [self.ids[i] for i in self.positions], model_cfg, train=False)
         self.loader = make_loader(ds, batch_size, train=False, workers=min(workers, len(ds)))
 
 
 @torch.no_grad()
+@cudnn_autotune(False)
 def predict(model, evalset: EvalSet, device, amp="none", criterion=None) -> dict:
     """Class probabilities for every id of `evalset`, in its order.
 
     Each process predicts its share and the shares are gathered, so every process returns the
     full, identically ordered result (no padded duplicates as a DistributedSampler would add).
     Returns dict(ids, labels [N], probs [N, C], loss (mean, when `criterion` is given)).
+    Deterministic: cuDNN's autotuner is off during the pass (see device.cudnn_autotune).
     """
     from trainer.loader import to_device_batch
     was_training = model.training
@@ -79,10 +82,8 @@ def write_predictions(path, pred: dict, classes: list[str], polarity: list[int])
     """Per-video CSV: id, label, prediction, label_polarity, predicted_polarity, correct,
     then p_<class> for every class (6 decimals)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = {1: "positive", 0: "negative"}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic.open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "label", "prediction", "label_polarity", "predicted_polarity", "correct"]
                    + [f"p_{c}" for c in classes])
@@ -90,7 +91,6 @@ def write_predictions(path, pred: dict, classes: list[str], polarity: list[int])
             guess = int(p.argmax())
             w.writerow([vid, classes[label], classes[guess], names[polarity[label]],
                         names[polarity[guess]], int(guess == label)] + [f"{x:.6f}" for x in p])
-    os.replace(tmp, path)
     return path
 
 
@@ -104,24 +104,25 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     from model.config import ModelConfig
     from model.build import build_model
     if (run is None) == (ckpt_path is None):
-        raise ValueError("give either a run folder (--run) or a checkpoint file (--checkpoint)")
+        raise RunError("give either a run folder (--run) or a checkpoint file (--checkpoint)")
     if run is not None:
         run = Path(run)
         if not run.is_dir():
-            raise ValueError(f"run folder not found: {run}")
+            raise RunError(f"run folder not found: {run}")
         ckpt_path = run / f"{which}.pt"
     ckpt = checkpoint.load(ckpt_path)
     run_cfg = ckpt.get("run_config", {})
     data = data if data is not None else run_cfg.get("data")
     if data is None:
-        raise ValueError("the checkpoint does not name its data folder; pass --data")
+        raise RunError("the checkpoint does not name its data folder; pass --data")
     reader = open_data(data)
     checkpoint.check_compatible(ckpt, reader.classes)
     split = check_split(reader, split if split is not None else ckpt.get("split"))
     ids = split_ids(reader, split, part)
 
     dev = resolve_device(device)
-    model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    with user_input():  # a checkpoint of another vaanet version may hold unknown fields
+        model_cfg = ModelConfig.from_dict(ckpt["model_config"])
     model = build_model(model_cfg)
     model.load_state_dict(ckpt["model"])
     model.to(dev)
@@ -132,8 +133,8 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     stem = f"{Path(ckpt_path).stem}-split{split}-{part}"
     pred_path = write_predictions(out / f"predictions-{stem}.csv", pred, reader.classes, reader.polarity)
     metrics_path = out / f"eval-{stem}.json"
-    metrics_path.write_text(json.dumps({"checkpoint": str(ckpt_path), "data": str(data), "split": split,
-                                        "part": part, "epoch": ckpt.get("epoch"), **r}, indent=1) + "\n")
+    atomic.write_json(metrics_path, {"checkpoint": str(ckpt_path), "data": str(data), "split": split,
+                                     "part": part, "epoch": ckpt.get("epoch"), **r})
     reader.close()
     return {"report": r, "predictions": pred_path, "metrics": metrics_path, "split": split,
             "part": part, "classes": list(reader.classes)}

@@ -296,8 +296,9 @@ class DataWaitMeter:
     """How long the training loop waits for its next batch, against the whole step.
 
     `for batch in meter.wrap(loader)` times each `next()` (the wait) and the span from one
-    `next()` to the following one (the step). On CUDA the step is only complete once the loop
-    synchronises (e.g. `loss.item()`), which a logging loop does anyway. The first batch's wait
+    `next()` to the following one (the step), i.e. at the loader boundary, as the host sees it:
+    the training loop does not sync per step, so on CUDA a step's time is the host's, a few queued
+    steps ahead of the device (trainer/train.py: train_epoch). The first batch's wait
     (worker start-up) is counted and also reported alone as `first_wait_s`.
     """
 

@@ -12,23 +12,26 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import atomic
 from trainer import distributed, run_config
 
+logger = logging.getLogger(__name__)
 COLUMNS = ("accuracy", "mean_class_accuracy", "polarity_accuracy", "macro_f1")
 
 
 def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
-    """Train and test every split of cfg.data; returns the summary (also written to RUN_DIR)."""
+    """Train and test every split of cfg.data; returns the summary (also written to RUN_DIR;
+    `summary_markdown` makes the table the command line prints). `quiet`: no progress bars."""
     from trainer.data import open_data
     from trainer.train import train
-    with run_config.user_errors():
-        reader = open_data(cfg.data)
-        splits, classes = list(reader.splits), list(reader.classes)
-        reader.close()
+    reader = open_data(cfg.data)
+    splits, classes = list(reader.splits), list(reader.classes)
+    reader.close()
     run_dir = Path(cfg.out)
     if distributed.rank() == 0:
         run_config.save(cfg, run_dir)
@@ -38,6 +41,8 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
         # a resumed protocol skips finished splits and continues the interrupted one
         if cfg.resume and (sub_dir / "results.json").is_file():
             per_split[s] = json.loads((sub_dir / "results.json").read_text())
+            if distributed.rank() == 0:
+                logger.info(f"split {s}: finished before, results kept from {sub_dir / 'results.json'}")
             continue
         sub = dataclasses.replace(cfg, split=s, out=str(sub_dir),
                                   resume=cfg.resume and (sub_dir / "last.pt").is_file())
@@ -46,8 +51,6 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
     if distributed.rank() == 0:
         write_summary(run_dir, summary)
-        if not quiet:
-            print(summary_markdown(summary))
     return summary
 
 
@@ -86,9 +89,9 @@ def summary_markdown(summary: dict) -> str:
 def write_summary(run_dir: Path, summary: dict) -> None:
     classes = summary["classes"]
     keys = ["split", *COLUMNS, *[f"acc_{c}" for c in classes]]
-    with open(run_dir / "summary.csv", "w", newline="") as f:
+    with atomic.open(run_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
         for row in [*summary["rows"], summary["mean"], summary["std"]]:
             w.writerow([row["split"]] + ["" if row[k] is None else f"{row[k]:.6f}" for k in keys[1:]])
-    (run_dir / "summary.md").write_text(summary_markdown(summary) + "\n")
+    atomic.write_text(run_dir / "summary.md", summary_markdown(summary) + "\n")

@@ -14,6 +14,28 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import atomic
+
+
+class RunError(ValueError):
+    """A problem with what the user gave (data folder, split, checkpoint file, option value,
+    weight file, a resume that does not match): the command line shows its message as a usage
+    error (exit 2), without a traceback. Raised directly where user input is checked; any other
+    exception is a bug and surfaces with its traceback."""
+
+
+@contextlib.contextmanager
+def user_input():
+    """Around ONE call that checks user input inside code that cannot raise RunError itself
+    (model/ and pipeline/ do not know the command line): its ValueError becomes a RunError.
+    Never around more than that call, so that a bug elsewhere is not taken for a user mistake."""
+    try:
+        yield
+    except RunError:
+        raise
+    except ValueError as e:
+        raise RunError(str(e)) from e
+
 DEMO_DATA = Path("data/processed/demo")
 
 # training defaults per model preset: the paper's (150 epochs), the official code's (100 epochs),
@@ -64,18 +86,23 @@ class RunConfig:
                    "amp": ("none", "bf16", "fp16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+                raise RunError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name, kind in (("epochs", int), ("batch_size", int), ("workers", int), ("seed", int),
+                           ("lr", float), ("lam", float), ("val_fraction", float)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                raise RunError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
         for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if getattr(self, name) < 1:
+                raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise RunError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise RunError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise RunError(f"workers must be >= 0, got {self.workers}")
         if not isinstance(self.model, dict):
-            raise ValueError(f"model must be a mapping of ModelConfig overrides, got {self.model!r}")
+            raise RunError(f"model must be a mapping of ModelConfig overrides, got {self.model!r}")
         return self
 
 
@@ -86,27 +113,30 @@ def read_file(path) -> dict:
     """Values from a JSON (or YAML) file; unknown keys are errors so that typos do not pass."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise RunError(f"config file not found: {path}")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
-            raise ValueError(f"{path} is YAML but pyyaml is not installed; "
+            raise RunError(f"{path} is YAML but pyyaml is not installed; "
                              "write JSON or `pip install pyyaml`") from None
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise RunError(f"{path} is not valid YAML: {e}") from None
     else:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+            raise RunError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of option names to values")
+        raise RunError(f"{path} must hold a mapping of option names to values")
     values = {k.replace("-", "_"): v for k, v in values.items()}
     values.pop("resolved_model", None)  # written beside the run config for information only
     unknown = sorted(set(values) - FIELDS)
     if unknown:
-        raise ValueError(f"unknown keys in {path}: {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
+        raise RunError(f"unknown keys in {path}: {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
     return values
 
 
@@ -125,7 +155,7 @@ def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "",
         merged.setdefault("preset", "demo")
     preset = merged.get("preset", RunConfig.preset)
     if preset not in PRESET_DEFAULTS:
-        raise ValueError(f"preset must be one of {', '.join(PRESET_DEFAULTS)}; got {preset!r}")
+        raise RunError(f"preset must be one of {', '.join(PRESET_DEFAULTS)}; got {preset!r}")
     preset_values = dict(PRESET_DEFAULTS[preset])
     if "freeze_visual" in (merged.get("model") or {}):  # the config file's model block says it
         preset_values.pop("freeze_visual", None)
@@ -149,25 +179,7 @@ def save(cfg: RunConfig, run_dir, resolved_model: dict | None = None) -> Path:
     if resolved_model is not None:
         d["resolved_model"] = resolved_model
     path = run_dir / "config.json"
-    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(d, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, d, indent=2)
     return path
 
 
-class RunError(ValueError):
-    """A problem with what the user gave (data folder, split, checkpoint, option value): the
-    command line shows its message as a usage error, without a traceback."""
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn ValueError / KeyError / FileNotFoundError raised while checking the user's input
-    into RunError (KeyError's message without its quotes)."""
-    try:
-        yield
-    except RunError:
-        raise
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise RunError(msg) from e

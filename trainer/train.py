@@ -3,11 +3,15 @@
     cfg = run_config.resolve({"data": "data/processed/demo", "preset": "demo"})
     summary = train(cfg)
 
-Reads top to bottom: processes and seeds, data and the validation carve-out, model and
-optimizer, resume, the epoch loop (train, validate, log, checkpoint), then the test split
-evaluated with the best and the last model. Several processes (torchrun) share the same code:
-each trains on its part of every batch (DistributedDataParallel), metrics are summed over all of
-them, and only rank 0 writes files.
+`train` reads as the algorithm: set_up (processes, device, seeds), open_split (data, validation
+carve-out), build (model, loss, optimizer), resume, prepare (config.json, loaders), then per
+epoch train_epoch, validate, select, save, log_epoch, and at the end final_test (the test split
+with the best and the last model) and finish (the result files); `Run` holds the state they
+share. Every check of user input raises run_config.RunError (a usage error) before the first
+epoch; any other exception is a bug and keeps its traceback. Several processes (torchrun) share
+the same code: each trains on its part of every batch (DistributedDataParallel), metrics are
+summed over all of them, and only rank 0 writes files. Messages go through `logging`, progress
+through tqdm; the command line prints the final table (`results_table`).
 
 RUN_DIR receives: config.json (the resolved configuration), last.pt and best.pt (atomic),
 metrics.jsonl (one JSON record per epoch, then one per final test), predictions-{best,last}-test.csv,
@@ -16,20 +20,28 @@ results.json and results.md (the final table), and TensorBoard events when tenso
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from pipeline import atomic
 from trainer import checkpoint, distributed, run_config
 from trainer.data import carve_validation, check_split, open_data, split_ids
 from trainer.device import autocast, resolve_device
 from trainer.evaluate import EvalSet, predict, report, write_predictions
 from trainer.metrics import format_report
+from trainer.run_config import RunError, user_input
+
+logger = logging.getLogger(__name__)
+POSTFIX_EVERY = 20  # training steps between progress-bar updates of loss and accuracy (a host sync)
 
 
 def seed_everything(seed: int) -> None:
@@ -42,32 +54,40 @@ def model_config_for(cfg: run_config.RunConfig, classes: list[str]):
     """The ModelConfig of this run: the preset with the number of classes of the data, the config
     file's `model` overrides, then --attn and --freeze-visual."""
     from model.config import parse_attention, preset
-    overrides = {"num_classes": len(classes), **cfg.model}
-    if cfg.attn is not None:
-        overrides["attention"] = parse_attention(cfg.attn)
-    if cfg.freeze_visual is not None:
-        overrides["freeze_visual"] = bool(cfg.freeze_visual)
-    return preset(cfg.preset, **overrides)
+    with user_input():  # --attn, --config's `model` block
+        overrides = {"num_classes": len(classes), **cfg.model}
+        if cfg.attn is not None:
+            overrides["attention"] = parse_attention(cfg.attn)
+        if cfg.freeze_visual is not None:
+            overrides["freeze_visual"] = bool(cfg.freeze_visual)
+        return preset(cfg.preset, **overrides)
 
 
 def load_pretrained(model, cfg: run_config.RunConfig, log) -> None:
+    """The weight files the user gave; a missing, unreadable or mismatching file is a RunError."""
     from model.weights import load_hara, load_image_backbone, load_torchvision
+    loads = []
     if cfg.visual_weights:
         if not model.cfg.visual:
-            raise ValueError("--visual-weights given but the model has no visual stream")
-        log(str(load_hara(model.backbone, cfg.visual_weights)))
+            raise RunError("--visual-weights given but the model has no visual stream")
+        loads.append((load_hara, model.backbone, cfg.visual_weights, ()))
     if cfg.audio_weights:
         if not model.cfg.audio:
-            raise ValueError("--audio-weights given but the model has no audio stream")
-        log(str(load_torchvision(model.audio_backbone, cfg.audio_weights)))
+            raise RunError("--audio-weights given but the model has no audio stream")
+        loads.append((load_torchvision, model.audio_backbone, cfg.audio_weights, ()))
     for kind, path, what in (("object", cfg.object_weights, "ImageNet"),
                              ("scene", cfg.scene_weights, "Places365")):
         if path:
             backbone = getattr(model, f"{kind}_backbone", None)
             if backbone is None:
-                raise ValueError(f"--{kind}-weights given but the model has no {kind} stream "
-                                 "(a DFAN preset with that feature kind is needed)")
-            log(str(load_image_backbone(backbone, path, what)))
+                raise RunError(f"--{kind}-weights given but the model has no {kind} stream "
+                               "(a DFAN preset with that feature kind is needed)")
+            loads.append((load_image_backbone, backbone, path, (what,)))
+    for load, backbone, path, extra in loads:
+        if not Path(path).is_file():
+            raise RunError(f"no such weight file: {path}")
+        with user_input():  # the file's contents: unreadable, or not the network it is given for
+            log(str(load(backbone, path, *extra)))
 
 
 class MetricsLog:
@@ -87,6 +107,8 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        # an append-only log (a crash loses at most its last line): appended, not rewritten
+        # through pipeline/atomic.py; open() creates it with the umask's permissions
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None and "epoch" in record:
@@ -108,193 +130,344 @@ def brief(r: dict) -> dict:
 
 
 def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
-    from tqdm import tqdm
+    """Train one run on one split, then test its best and last models; returns the test results
+    (also written to RUN_DIR). Messages go through logging (the caller configures it); `quiet`
+    turns the progress bars off."""
+    run = set_up(cfg, quiet)
+    open_split(run)
+    build(run)
+    resume(run)
+    prepare(run)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        train_m, speed = train_epoch(run, epoch)
+        val_r = validate(run)
+        improved = select(run, epoch, val_r)
+        save(run, epoch, improved)
+        log_epoch(run, epoch, train_m, speed, val_r, time.perf_counter() - t0)
+    results = final_test(run)
+    finish(run, results)
+    return results
 
-    from model.losses import build_loss
-    from model.build import build_model
-    from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 
-    # ---- processes, device, seeds ---------------------------------------------------------------
-    with run_config.user_errors():
-        device = resolve_device(cfg.device)
-        if cfg.amp == "fp16" and device.type != "cuda":
-            raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
+@dataclass
+class Run:
+    """The state of one training run, filled in by the steps of `train` in their order."""
+    cfg: run_config.RunConfig
+    quiet: bool
+    device: torch.device
+    dist: distributed.DistInfo
+    batch: int                      # per process: --batch-size / processes
+    run_dir: Path
+    # open_split: the data, the split's parts and what selects the best epoch
+    reader: Any = None
+    classes: list = field(default_factory=list)
+    polarity: list = field(default_factory=list)
+    split: str | None = None
+    train_ids: list = field(default_factory=list)
+    val_ids: list = field(default_factory=list)
+    test_ids: list = field(default_factory=list)
+    val_name: str = "val"
+    selection: str = ""
+    # build: the network, its loss and optimizer
+    model_cfg: Any = None
+    model: Any = None
+    criterion: Any = None
+    optimizer: Any = None
+    scaler: Any = None
+    # resume: where the epochs start and the best epoch so far
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"metric": "accuracy, then loss, on the selection set",
+                                                "value": None, "epoch": None})
+    # prepare: the model as trained (DDP or bare), loaders, meters
+    ddp_model: Any = None
+    train_loader: Any = None
+    val_set: Any = None
+    meter: Any = None
+    mlog: Any = None
+
+    def log(self, msg: str) -> None:
+        if self.dist.is_main:
+            logger.info(msg)
+
+
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """--batch-size is the global batch, split evenly over the processes (GPUs). One that does
+    not divide is refused with the nearest batch sizes that do, rather than silently training
+    with a smaller global batch (30 instead of 32 on 3 GPUs)."""
+    if batch_size % processes == 0:
+        return batch_size // processes
+    lower = batch_size // processes * processes
+    options = [str(v) for v in (lower, lower + processes) if v >= processes]
+    raise RunError(f"--batch-size {batch_size} is the global batch and must divide evenly over "
+                   f"{processes} processes (--gpus {processes}): use --batch-size "
+                   f"{' or '.join(options)}")
+
+
+# ---- set-up: processes, device, seeds; the data; the model; resume; loaders --------------------
+
+def set_up(cfg: run_config.RunConfig, quiet: bool) -> Run:
+    device = resolve_device(cfg.device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise RunError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
     dist = distributed.setup(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    main = dist.is_main
-    log = (lambda msg: tqdm.write(msg)) if main and not quiet else (lambda msg: None)
+    if device.type == "cuda":
+        # fixed input shapes: let cuDNN pick its fastest convolutions; the validation and test
+        # passes turn it off again (trainer/device.py: cudnn_autotune) to stay deterministic
+        torch.backends.cudnn.benchmark = True
+    batch = per_process_batch(cfg.batch_size, dist.world_size)
     seed_everything(cfg.seed)  # the same on every process: identical initial weights
+    return Run(cfg=cfg, quiet=quiet, device=device, dist=dist, batch=batch, run_dir=Path(cfg.out))
 
-    # everything the user gave (data, split, options, checkpoint) is checked before training starts
-    with run_config.user_errors():
-        # ---- data: the split, a seeded validation carve-out, the test part ---------------------------
-        reader = open_data(cfg.data)
-        classes, polarity = list(reader.classes), list(reader.polarity)
-        split = check_split(reader, cfg.split)
-        train_ids = split_ids(reader, split, "train")
-        test_ids = split_ids(reader, split, "test")
-        if cfg.select_on_test:  # the authors' code did this; optimistic, so named in every output
-            val_ids, val_name = test_ids, "test[selection-on-test]"
-            selection = "the TEST split (--select-on-test: selection on the test set, optimistic)"
-        else:
-            train_ids, val_ids = carve_validation(reader, train_ids, cfg.val_fraction, cfg.seed)
-            val_name = "val"
-            selection = (f"validation ({len(val_ids)} videos held out of the training split)" if val_ids
-                         else "last epoch (no validation set)")
-        log(f"run folder {cfg.out}")
-        log(f"data {cfg.data}: split {split}: {len(train_ids)} train, {len(val_ids)} {val_name}, "
-            f"{len(test_ids)} test videos; classes {', '.join(classes)}")
 
-        # ---- model, loss, optimizer -------------------------------------------------------------------
-        model_cfg = model_config_for(cfg, classes)
-        model = build_model(model_cfg)
-        load_pretrained(model, cfg, log)
-        model.to(device)
-        criterion = build_loss(cfg.loss, polarity, cfg.lam).to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)  # the paper: Adam, no weight decay, no schedule
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        log(f"model: preset {cfg.preset}, attention {model_cfg.attention_spec}, streams {model_cfg.streams}, "
-            f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; loss {cfg.loss}"
-            + (f" (lambda {cfg.lam})" if cfg.loss == "pcce" else "") + f"; device {device}"
-            + (f" x {dist.world_size} processes" if dist.enabled else "") + f"; amp {cfg.amp}")
+def open_split(run: Run) -> None:
+    """The data, the split, a seeded validation carve-out of its training part, its test part."""
+    cfg = run.cfg
+    run.reader = reader = open_data(cfg.data)
+    run.classes, run.polarity = list(reader.classes), list(reader.polarity)
+    run.split = check_split(reader, cfg.split)
+    run.train_ids = split_ids(reader, run.split, "train")
+    run.test_ids = split_ids(reader, run.split, "test")
+    if cfg.select_on_test:  # the authors' code did this; optimistic, so named in every output
+        run.val_ids, run.val_name = run.test_ids, "test[selection-on-test]"
+        run.selection = "the TEST split (--select-on-test: selection on the test set, optimistic)"
+    else:
+        run.train_ids, run.val_ids = carve_validation(reader, run.train_ids, cfg.val_fraction, cfg.seed)
+        run.val_name = "val"
+        run.selection = (f"validation ({len(run.val_ids)} videos held out of the training split)"
+                         if run.val_ids else "last epoch (no validation set)")
+    run.log(f"run folder {cfg.out}")
+    run.log(f"data {cfg.data}: split {run.split}: {len(run.train_ids)} train, {len(run.val_ids)} "
+            f"{run.val_name}, {len(run.test_ids)} test videos; classes {', '.join(run.classes)}")
 
-        # ---- resume from RUN_DIR/last.pt -------------------------------------------------------------
-        run_dir = Path(cfg.out)
-        best = {"metric": "accuracy, then loss, on the selection set", "value": None, "epoch": None}
-        start_epoch = 0
-        if cfg.resume:
-            ckpt = checkpoint.load(run_dir / "last.pt")
-            checkpoint.check_compatible(ckpt, classes, model_cfg.to_dict(), what="checkpoint in RUN_DIR")
-            if ckpt.get("split") != split:
-                raise ValueError(f"cannot resume: the run trained on split {ckpt.get('split')!r}, "
-                                 f"now split {split!r}")
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_epoch, best = int(ckpt["epoch"]), ckpt["best"]
-            checkpoint.set_rng_state(ckpt["rng"])
-            # killed between saving last.pt and linking best.pt: last.pt is the best, link it now
-            best_pt = run_dir / "best.pt"
-            if main and best.get("epoch") == start_epoch and not (
-                    best_pt.exists() and os.path.samefile(best_pt, run_dir / "last.pt")):
-                checkpoint.duplicate(run_dir / "last.pt", best_pt)
-            log(f"resumed from {run_dir / 'last.pt'} after epoch {start_epoch}")
-        elif (run_dir / "last.pt").exists():
-            raise ValueError(f"{run_dir} already holds a run (last.pt): pass --resume to continue it "
-                             "or choose another --out")
-        # the samples: checks that the shards hold what the model needs (frames, crop, MFCC)
-        train_ds = ClipDataset(reader, train_ids, model_cfg, train=True, seed=cfg.seed)
-    if main:
-        run_config.save(cfg, run_dir, resolved_model=model_cfg.to_dict())
+
+def build(run: Run) -> None:
+    """The network (with any pretrained weights), its loss, the optimizer and the fp16 scaler."""
+    from model.build import build_model
+    from model.losses import build_loss
+    cfg, device = run.cfg, run.device
+    run.model_cfg = model_config_for(cfg, run.classes)
+    run.model = build_model(run.model_cfg)
+    load_pretrained(run.model, cfg, run.log)
+    run.model.to(device)
+    run.criterion = build_loss(cfg.loss, run.polarity, cfg.lam).to(device)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    run.optimizer = torch.optim.Adam(params, lr=cfg.lr)  # the paper: Adam, no weight decay, no schedule
+    run.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    run.log(f"model: preset {cfg.preset}, attention {run.model_cfg.attention_spec}, streams "
+            f"{run.model_cfg.streams}, {sum(p.numel() for p in params) / 1e6:.2f}M trainable parameters; "
+            f"loss {cfg.loss}" + (f" (lambda {cfg.lam})" if cfg.loss == "pcce" else "") + f"; device {device}"
+            + (f" x {run.dist.world_size} processes" if run.dist.enabled else "") + f"; amp {cfg.amp}")
+
+
+def resume(run: Run) -> None:
+    """Continue from RUN_DIR/last.pt with --resume (weights, optimizer, random states, best
+    epoch); without it, refuse a folder that holds a run already."""
+    last = run.run_dir / "last.pt"
+    if not run.cfg.resume:
+        if last.exists():
+            raise RunError(f"{run.run_dir} already holds a run (last.pt): pass --resume to continue it "
+                           "or choose another --out")
+        return
+    ckpt = checkpoint.load(last)
+    checkpoint.check_compatible(ckpt, run.classes, run.model_cfg.to_dict(), what="checkpoint in RUN_DIR")
+    if ckpt.get("split") != run.split:
+        raise RunError(f"cannot resume: the run trained on split {ckpt.get('split')!r}, "
+                       f"now split {run.split!r}")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch, run.best = int(ckpt["epoch"]), ckpt["best"]
+    checkpoint.set_rng_state(ckpt["rng"])
+    # killed between saving last.pt and linking best.pt: last.pt is the best, link it now
+    best_pt = run.run_dir / "best.pt"
+    if run.dist.is_main and run.best.get("epoch") == run.start_epoch and not (
+            best_pt.exists() and os.path.samefile(best_pt, last)):
+        checkpoint.duplicate(last, best_pt)
+    run.log(f"resumed from {last} after epoch {run.start_epoch}")
+
+
+def prepare(run: Run) -> None:
+    """The training samples (the last check of user input: the shards must hold what the model
+    needs), RUN_DIR/config.json, DistributedDataParallel, the loaders: train shuffled per epoch
+    (seeded), validation deterministic."""
+    from trainer.loader import ClipDataset, DataWaitMeter, make_loader
+    cfg = run.cfg
+    with user_input():
+        train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed)
+    if run.dist.is_main:
+        run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict())
     distributed.barrier()
-    ddp_model = distributed.wrap(model, dist, device)
-
-    # ---- loaders: train shuffled per epoch (seeded), val/test deterministic ----------------------
-    per_process_batch = max(1, cfg.batch_size // dist.world_size)  # --batch-size is the global batch
-    per_process_n = math.ceil(len(train_ds) / dist.world_size)
+    run.ddp_model = distributed.wrap(run.model, run.dist, run.device)
+    per_process_n = math.ceil(len(train_ds) / run.dist.world_size)
     # a last batch of one sample would break BatchNorm in train mode: drop it
-    train_loader = make_loader(train_ds, per_process_batch, train=True, workers=cfg.workers, seed=cfg.seed,
-                               distributed=dist.enabled, drop_last=per_process_n % per_process_batch == 1)
-    val_set = EvalSet(reader, val_ids, model_cfg, per_process_batch, cfg.workers) if val_ids else None
-    meter = DataWaitMeter()
-    mlog = MetricsLog(run_dir, enabled=main)
+    run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
+                                   distributed=run.dist.enabled, drop_last=per_process_n % run.batch == 1)
+    run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers)
+                   if run.val_ids else None)
+    run.meter = DataWaitMeter()
+    run.mlog = MetricsLog(run.run_dir, enabled=run.dist.is_main)
 
-    def save(name, epoch):
-        checkpoint.save(run_dir / name, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scaler=scaler.state_dict() if scaler.is_enabled() else None, epoch=epoch,
-                        rng=checkpoint.rng_state(), model_config=model_cfg.to_dict(),
-                        run_config=cfg.to_dict(), classes=classes, polarity=polarity, split=split,
-                        best=best)
 
-    # ---- the epoch loop --------------------------------------------------------------------------
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        ddp_model.train()
-        train_loader.sampler.set_epoch(epoch)
-        flips = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-        meter.reset()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(meter.wrap(train_loader), total=len(train_loader), leave=False, disable=not main or quiet,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
-        for batch in bar:
-            b = to_device_batch(batch, device, train=True, generator=flips)
-            with autocast(device, cfg.amp):
-                logits = ddp_model(b["visual"], b["audio"]).logits
-            loss = criterion(logits.float(), b["label"])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            n = len(b["label"])
-            loss_sum += loss.item() * n  # .item() synchronises: the meter's step time is complete
-            correct += int((logits.argmax(1) == b["label"]).sum())
-            seen += n
+# ---- one epoch: train, validate, select, save, log ----------------------------------------------
+
+class EpochTally:
+    """Loss sum and correct count of one epoch, kept as tensors on the device: adding a step's
+    values queues device work and waits for nothing, so the host can queue the next step (a
+    `.item()` per step would stall it until the device catches up). `totals()` converts once."""
+
+    def __init__(self, device):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0  # batch sizes are known on the host
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        self.loss_sum += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += n
+
+    def totals(self) -> tuple[float, int, int]:
+        """(loss sum, correct, seen) as Python numbers: one host-device sync."""
+        return float(self.loss_sum), int(self.correct), self.seen
+
+
+def train_step(run: Run, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a device batch; returns (loss, logits), still on the device."""
+    with autocast(run.device, run.cfg.amp):
+        logits = run.ddp_model(b["visual"], b["audio"]).logits
+    loss = run.criterion(logits.float(), b["label"])
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)  # fp16 only: the scaler's inf check syncs once per step
+    run.scaler.update()
+    return loss, logits
+
+
+def train_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
+    """One pass over the training part; returns its metrics (summed over processes) and speed.
+
+    Step times are measured at the loader boundary (trainer/loader.py: DataWaitMeter): from one
+    `next()` on the loader to the following one. Without a per-step sync the host runs ahead of
+    the device by the steps it can queue, so a step's time is the host's; over the epoch they add
+    up to its time but for the device's tail after the last batch, which `totals()` then waits for.
+    """
+    from tqdm import tqdm
+
+    from trainer.loader import to_device_batch
+    cfg, device = run.cfg, run.device
+    run.ddp_model.train()
+    run.train_loader.sampler.set_epoch(epoch)
+    flips = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
+    run.meter.reset()
+    tally = EpochTally(device)
+    bar = tqdm(run.meter.wrap(run.train_loader), total=len(run.train_loader), leave=False,
+               disable=not run.dist.is_main or run.quiet, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               dynamic_ncols=True)
+    for step, batch in enumerate(bar, 1):
+        b = to_device_batch(batch, device, train=True, generator=flips)
+        loss, logits = train_step(run, b)
+        tally.add(loss, logits, b["label"])
+        if not bar.disable and step % POSTFIX_EVERY == 0:  # a host sync: only every N steps
+            loss_sum, correct, seen = tally.totals()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
-        wait = meter.summary()
-        loss_sum, correct, seen, wait_s, step_s, samples = distributed.all_reduce_sum(
-            [loss_sum, correct, seen, wait["wait_s"], wait["step_s"], wait["samples"]], device)
-        train_m = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": int(seen)}
-        speed = {"data_wait_fraction": wait_s / max(step_s, 1e-12),
-                 "samples_per_s": samples / max(step_s / dist.world_size, 1e-12),
-                 "first_batch_wait_s": wait["first_wait_s"]}
+    wait = run.meter.summary()
+    loss_sum, correct, seen = tally.totals()
+    loss_sum, correct, seen, wait_s, step_s, samples = distributed.all_reduce_sum(
+        [loss_sum, correct, seen, wait["wait_s"], wait["step_s"], wait["samples"]], device)
+    train_m = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": int(seen)}
+    speed = {"data_wait_fraction": wait_s / max(step_s, 1e-12),
+             "samples_per_s": samples / max(step_s / run.dist.world_size, 1e-12),
+             "first_batch_wait_s": wait["first_wait_s"]}
+    return train_m, speed
 
-        # validation: model selection on accuracy, ties broken by the lower loss; evaluation uses
-        # the bare model (no DDP collectives), so processes may hold uneven shares of the videos.
-        # Each process updated its BatchNorm statistics on its own batches: rank 0's, the ones
-        # saved, are used everywhere so that the scores belong to the checkpoint
-        if dist.enabled:
-            for buffer in model.buffers():
-                torch.distributed.broadcast(buffer, 0)
-        val_r = report(predict(model, val_set, device, cfg.amp, criterion), polarity) if val_set else None
-        key = (val_r["accuracy"], -val_r["loss"]) if val_r else (epoch,)
-        improved = best["value"] is None or tuple(key) > tuple(best["value"])
+
+def validate(run: Run) -> dict | None:
+    """Metrics of the model on the selection set (None without one).
+
+    Evaluation uses the bare model (no DDP collectives), so processes may hold uneven shares of
+    the videos. Each process updated its BatchNorm statistics on its own batches: rank 0's, the
+    ones saved, are used everywhere so that the scores belong to the checkpoint."""
+    if run.dist.enabled:
+        for buffer in run.model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+    if run.val_set is None:
+        return None
+    return report(predict(run.model, run.val_set, run.device, run.cfg.amp, run.criterion), run.polarity)
+
+
+def select(run: Run, epoch: int, val_r: dict | None) -> bool:
+    """Model selection: the best accuracy, ties broken by the lower loss; without a validation
+    set, the last epoch. Returns whether this epoch is the new best."""
+    key = (val_r["accuracy"], -val_r["loss"]) if val_r else (epoch,)
+    improved = run.best["value"] is None or tuple(key) > tuple(run.best["value"])
+    if improved:
+        run.best = {**run.best, "value": list(key), "epoch": epoch + 1}
+    return improved
+
+
+def save(run: Run, epoch: int, improved: bool) -> None:
+    """RUN_DIR/last.pt (rank 0), and best.pt as a link to it when this epoch is the best."""
+    if run.dist.is_main:
+        checkpoint.save(run.run_dir / "last.pt", model=run.model.state_dict(),
+                        optimizer=run.optimizer.state_dict(),
+                        scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                        epoch=epoch + 1, rng=checkpoint.rng_state(), model_config=run.model_cfg.to_dict(),
+                        run_config=run.cfg.to_dict(), classes=run.classes, polarity=run.polarity,
+                        split=run.split, best=run.best)
         if improved:
-            best = {**best, "value": list(key), "epoch": epoch + 1}
-        if main:
-            save("last.pt", epoch + 1)
-            if improved:
-                checkpoint.duplicate(run_dir / "last.pt", run_dir / "best.pt")
-        distributed.barrier()
+            checkpoint.duplicate(run.run_dir / "last.pt", run.run_dir / "best.pt")
+    distributed.barrier()
 
-        record = {"epoch": epoch + 1, "train": train_m, "val": val_r and brief(val_r), "val_set": val_name,
-                  "speed": speed, "best_epoch": best["epoch"], "lr": cfg.lr,
-                  "epoch_s": time.perf_counter() - t0}
-        if val_r:
-            record["val_detail"] = {k: val_r[k] for k in ("per_class_accuracy", "confusion")}
-        mlog.write(record)
-        log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {train_m['loss']:.3f} "
+
+def log_epoch(run: Run, epoch: int, train_m: dict, speed: dict, val_r: dict | None, epoch_s: float) -> None:
+    """One metrics.jsonl record (and TensorBoard scalars) and one log line."""
+    cfg = run.cfg
+    record = {"epoch": epoch + 1, "train": train_m, "val": val_r and brief(val_r), "val_set": run.val_name,
+              "speed": speed, "best_epoch": run.best["epoch"], "lr": cfg.lr, "epoch_s": epoch_s}
+    if val_r:
+        record["val_detail"] = {k: val_r[k] for k in ("per_class_accuracy", "confusion")}
+    run.mlog.write(record)
+    run.log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {train_m['loss']:.3f} "
             f"acc {100 * train_m['accuracy']:5.1f}%"
-            + (f"  {val_name} loss {val_r['loss']:.3f} acc {100 * val_r['accuracy']:5.1f}%" if val_r else "")
-            + f"  best epoch {best['epoch']}  data wait {100 * speed['data_wait_fraction']:.1f}%"
-            f"  {speed['samples_per_s']:.1f} samples/s  {record['epoch_s']:.1f}s")
+            + (f"  {run.val_name} loss {val_r['loss']:.3f} acc {100 * val_r['accuracy']:5.1f}%" if val_r else "")
+            + f"  best epoch {run.best['epoch']}  data wait {100 * speed['data_wait_fraction']:.1f}%"
+            f"  {speed['samples_per_s']:.1f} samples/s  {epoch_s:.1f}s")
 
-    # ---- test split with the best and the last model ---------------------------------------------
-    test_set = EvalSet(reader, test_ids, model_cfg, per_process_batch, cfg.workers)
-    results = {"split": split, "classes": classes, "selection": selection}
+
+# ---- the final test and the result files --------------------------------------------------------
+
+def final_test(run: Run) -> dict:
+    """The test split with the last and the best model: metrics.jsonl records, predictions CSVs."""
+    test_set = EvalSet(run.reader, run.test_ids, run.model_cfg, run.batch, run.cfg.workers)
+    results = {"split": run.split, "classes": run.classes, "selection": run.selection}
     for which in ("last", "best"):
-        ckpt = checkpoint.load(run_dir / f"{which}.pt", map_location=device)
+        # read on the CPU: only the weights go to the device, not the optimizer state
+        ckpt = checkpoint.load(run.run_dir / f"{which}.pt", map_location="cpu")
         if ckpt["epoch"] != results.get("last_epoch"):  # else best is last: same predictions
-            model.load_state_dict(ckpt["model"])
-            pred = predict(model, test_set, device, cfg.amp, criterion)
+            run.model.load_state_dict(ckpt["model"])
+            pred = predict(run.model, test_set, run.device, run.cfg.amp, run.criterion)
         results[f"{which}_epoch"] = ckpt["epoch"]
-        r = report(pred, polarity)
+        r = report(pred, run.polarity)
         results[f"test_{which}"] = r
-        if main:
-            write_predictions(run_dir / f"predictions-{which}-test.csv", pred, classes, polarity)
-            mlog.write({"final": f"test with {which} model (epoch {ckpt['epoch']})", "split": split, **r})
-    mlog.close()
-    reader.close()
-
-    if main:
-        write_results(run_dir, results)
-        if not quiet:
-            print(results_table(results))
-            print(f"\nrun folder: {run_dir} (checkpoints, metrics.jsonl, predictions, results.md); "
-                  f"vaanet evaluate --run {run_dir}")
+        if run.dist.is_main:
+            write_predictions(run.run_dir / f"predictions-{which}-test.csv", pred, run.classes, run.polarity)
+            run.mlog.write({"final": f"test with {which} model (epoch {ckpt['epoch']})", "split": run.split, **r})
+    run.mlog.close()
+    run.reader.close()
     return results
+
+
+def finish(run: Run, results: dict) -> None:
+    """results.json and results.md (rank 0), and a one-line summary in the log."""
+    if run.dist.is_main:
+        write_results(run.run_dir, results)
+    run.log(f"test split {run.split}: best model (epoch {results['best_epoch']}) accuracy "
+            f"{100 * results['test_best']['accuracy']:.1f}%, last model (epoch {results['last_epoch']}) "
+            f"{100 * results['test_last']['accuracy']:.1f}%; {run.run_dir / 'results.md'}")
 
 
 def results_table(results: dict) -> str:
@@ -316,5 +489,5 @@ def results_table(results: dict) -> str:
 
 
 def write_results(run_dir: Path, results: dict) -> None:
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (run_dir / "results.md").write_text(results_table(results) + "\n")
+    atomic.write_json(run_dir / "results.json", results)
+    atomic.write_text(run_dir / "results.md", results_table(results) + "\n")
