@@ -144,6 +144,7 @@ def full_size_file(tmp_path_factory):
     return path, official_state_dict(model)
 
 
+@pytest.mark.slow
 def test_full_size_export_has_the_authors_792_keys(full_size_file):
     path, state = full_size_file
     raw = torch.load(path, weights_only=True)
@@ -168,6 +169,7 @@ def test_full_size_export_has_the_authors_792_keys(full_size_file):
     assert params == OFFICIAL_COUNTS
 
 
+@pytest.mark.slow
 def test_import_checkpoint_command(full_size_file, tmp_path):
     path, state = full_size_file
     dst = tmp_path / "imported.pt"
