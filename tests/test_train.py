@@ -42,7 +42,8 @@ def test_the_fused_model_beats_each_stream_alone_on_the_demo(train_data, tmp_pat
         test[attn] = res["test_last"]
     fused, visual, audio = test["VS+VCW+VT+AT"], test["VS+VCW+VT"], test["AT"]
     assert fused["accuracy"] >= 0.875, test
-    assert fused["accuracy"] >= max(visual["accuracy"], audio["accuracy"]) + 0.25, test
+    # at least two more of the 16 test videos right than either stream alone
+    assert fused["accuracy"] >= max(visual["accuracy"], audio["accuracy"]) + 0.125, test
     # the visual stream alone learns what the colour says: the polarity
     assert visual["polarity_accuracy"] >= 0.875, test
 
