@@ -33,16 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 from model.config import preset  # noqa: E402
 from model.losses import build_loss  # noqa: E402
 from model.vaanet import VAANet  # noqa: E402
-
-AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available here")
-    return torch.device(name)
+from trainer.device import autocast, resolve_device  # noqa: E402
 
 
 def sync(device):
@@ -71,7 +62,7 @@ def time_steps(cfg, device, batch: int, steps: int, warmup: int, amp: str | None
     for i in range(warmup + steps):
         sync(device)
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=AMP[amp or "none"], enabled=amp is not None):
+        with autocast(device, amp or "none"):
             out = model(visual, audio)
             loss = loss_fn(out.logits.float(), labels)
         opt.zero_grad(set_to_none=True)
@@ -113,7 +104,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None, help="default: 1 on CPU, 32 on CUDA (the paper's)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 2 on CPU, 20 on CUDA)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--amp", default="none", choices=list(AMP), help="autocast dtype (CUDA)")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                    help="autocast dtype (CUDA)")
     ap.add_argument("--freeze-visual", action="store_true", help="freeze the 3D backbone (official code)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--loader-rate", type=float, default=None, help="loader samples/s to compare with")
@@ -122,7 +114,10 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results" / "train.md"))
     args = ap.parse_args(argv)
 
-    device = pick_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = args.batch or (32 if device.type == "cuda" else 1)

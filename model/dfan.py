@@ -131,9 +131,10 @@ class DFAN(nn.Module):
                 net.eval()  # frozen means frozen statistics too
         return self
 
-    # the audio stream and the input checks are VAANet's own code
+    # the audio stream, the input checks and the fusion are VAANet's own code
     _check = VAANet._check
     forward_audio = VAANet.forward_audio
+    forward = VAANet.forward
 
     # ---- visual streams ---------------------------------------------------------------------
     def _backbone_map(self, kind: str, x: torch.Tensor, frame: torch.Tensor | None) -> torch.Tensor:
@@ -148,8 +149,8 @@ class DFAN(nn.Module):
         return f.flatten(2)
 
     def forward_visual(self, visual: torch.Tensor):
-        """[B, t, 3, k, crop, crop] 0..255 -> (v [B, K*W], spatial [B, t, K, P] or None,
-        temporal [B, t] or None)."""
+        """[B, t, 3, k, crop, crop] 0..255 -> (v [B, K*W], spatial [B, t, K, P] or None, None,
+        temporal [B, t] or None): VAANet.forward_visual's tuple, with no channel weights."""
         cfg = self.cfg
         self._check(visual, "visual", (cfg.segments, 3, cfg.frames, cfg.crop, cfg.crop))
         b, t = visual.shape[:2]
@@ -170,16 +171,4 @@ class DFAN(nn.Module):
             v, temporal = self.temporal(v)
         else:
             v, temporal = v.mean(dim=2), None
-        return v, spatial, temporal
-
-    def forward(self, visual: torch.Tensor | None = None,
-                audio: torch.Tensor | None = None) -> VAANetOutput:
-        feats, spatial, temporal, audio_temporal = [], None, None, None
-        if self.cfg.visual:
-            v, spatial, temporal = self.forward_visual(visual)
-            feats.append(v)
-        if self.cfg.audio:
-            a, audio_temporal = self.forward_audio(audio)
-            feats.append(a)
-        logits = self.classifier(torch.cat(feats, dim=1))
-        return VAANetOutput(logits, spatial, None, temporal, audio_temporal)
+        return v, spatial, None, temporal

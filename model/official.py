@@ -1,8 +1,9 @@
 """Checkpoints of the authors' VAANet code <-> our VAANet (official preset).
 
 The authors' training script saves {'epoch', 'state_dict', 'optimizer'}; the state dict of the
-audio-visual model has 792 entries under these module names (REFERENCE.md), which map onto ours
-prefix for prefix (the layers below each prefix have the same names on both sides):
+audio-visual model has 792 entries under these module names (docs/reference.md, "Authors'
+checkpoint"), which map onto ours prefix for prefix (the layers below each prefix have the
+same names on both sides):
 
     resnet.0 / .1 / .4-.7      backbone.conv1 / bn1 / layer1-layer4   (Hara's 3D ResNet)
     conv0                      reduce                                 (2048 -> 512, BN, ReLU)

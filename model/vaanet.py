@@ -188,6 +188,8 @@ class VAANet(nn.Module):
 
     def forward(self, visual: torch.Tensor | None = None,
                 audio: torch.Tensor | None = None) -> VAANetOutput:
+        """The streams cfg switches on, fused. DFAN runs this method as it is: its
+        forward_visual returns the same (v, spatial, channel, temporal) tuple."""
         feats, spatial, channel, temporal, audio_temporal = [], None, None, None, None
         if self.cfg.visual:
             v, spatial, channel, temporal = self.forward_visual(visual)

@@ -1,10 +1,15 @@
-"""A small dataset of real H.264 + AAC videos whose class can be seen and heard, made from a seed.
+"""A small dataset of real H.264 + AAC videos whose class needs both sight and sound, made from a seed.
 
 Each class has a hue (the dominant colour of the picture) and a pitch (the tone on the sound
-track). Every video varies around them: hue and pitch jitter, saturation, brightness gradient,
-a moving disc (size, speed, direction), pixel noise, loudness, tremolo and background hiss. The
-frames and PCM are made with numpy from `seed` and piped through ffmpeg (one encoder thread, bit
-exact flags), so the same seed gives the same files, byte for byte on the same ffmpeg build.
+track), from data/datasets/demo.json. The four classes form a 2 x 2 grid: two hues (red for the
+negative classes, cyan for the positive ones) times two pitches (220 and 495 Hz), so each class
+shares its colour with one class and its tone with another. The picture alone tells only the
+polarity, the sound alone only the pitch: one stream can at best tell two pairs apart (about
+half the videos), both streams together tell every class. Every video varies around them: hue
+and pitch jitter, saturation, brightness gradient, a moving disc (size, speed, direction), pixel
+noise, loudness, tremolo and background hiss. The frames and PCM are made with numpy from `seed`
+and piped through ffmpeg (one encoder thread, bit exact flags), so the same seed gives the same
+files, byte for byte on the same ffmpeg build.
 """
 from __future__ import annotations
 
@@ -23,7 +28,6 @@ from pipeline import atomic, ffmpeg_bin
 
 DEFINITION = Path(__file__).resolve().parents[1] / "data" / "datasets" / "demo.json"
 AUDIO_RATE = 22050  # the ETL resamples to its own rate; AAC at 44.1 kHz would double the encode time
-BASE_PITCH = 220.0  # class c sounds at 220 * 1.5**c Hz (fifths apart: easy to tell by ear)
 
 
 def demo_classes() -> list[str]:
@@ -31,8 +35,15 @@ def demo_classes() -> list[str]:
         return list(json.load(f)["classes"])
 
 
-def _frames(rng: np.random.Generator, c: int, n_classes: int, n: int, w: int, h: int) -> np.ndarray:
-    hue = (c / n_classes + rng.normal(0, 0.02)) % 1.0
+def demo_signals() -> list[tuple[float, float]]:
+    """(hue in [0, 1), pitch in Hz) of every demo class, in class order."""
+    with open(DEFINITION) as f:
+        d = json.load(f)
+    return [(float(d["signals"][c]["hue"]), float(d["signals"][c]["pitch_hz"])) for c in d["classes"]]
+
+
+def _frames(rng: np.random.Generator, class_hue: float, n: int, w: int, h: int) -> np.ndarray:
+    hue = (class_hue + rng.normal(0, 0.02)) % 1.0
     sat = rng.uniform(0.55, 0.9)
     # background: the class colour with a brightness gradient in a random direction
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -58,8 +69,8 @@ def _frames(rng: np.random.Generator, c: int, n_classes: int, n: int, w: int, h:
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
-def _sound(rng: np.random.Generator, c: int, n_samples: int) -> np.ndarray:
-    pitch = BASE_PITCH * 1.5 ** c * (1 + rng.normal(0, 0.01))
+def _sound(rng: np.random.Generator, class_pitch: float, n_samples: int) -> np.ndarray:
+    pitch = class_pitch * (1 + rng.normal(0, 0.01))
     t = np.arange(n_samples) / AUDIO_RATE
     tone = np.sin(2 * np.pi * pitch * t) + 0.3 * np.sin(2 * np.pi * 2 * pitch * t + rng.uniform(0, 6.3))
     tremolo = 1 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.5, 4) * t + rng.uniform(0, 6.3))
@@ -104,9 +115,9 @@ def make_demo_videos(out_dir, seed: int = 0, per_class: int = 10, duration: floa
     records the settings), so calling it again is cheap and changes nothing.
     """
     out_dir = Path(out_dir)
-    classes = demo_classes()
+    classes, signals = demo_classes(), demo_signals()
     settings = dict(seed=seed, per_class=per_class, duration=duration, size=list(size), fps=fps,
-                    classes=classes)
+                    classes=classes, signals=[list(s) for s in signals])
     stamp = out_dir / ".demo.json"
     paths = [out_dir / c / f"{c}_{i:02d}.mp4" for c in classes for i in range(per_class)]
     if stamp.exists() and json.loads(stamp.read_text()) == settings and all(p.exists() for p in paths):
@@ -118,8 +129,9 @@ def make_demo_videos(out_dir, seed: int = 0, per_class: int = 10, duration: floa
 
     def make(c: int, i: int):
         rng = np.random.default_rng([seed, c, i])  # one stream per video: order does not matter
-        frames = _frames(rng, c, len(classes), n, w, h)
-        encode(out_dir / classes[c] / f"{classes[c]}_{i:02d}.mp4", frames, _sound(rng, c, n_samples), fps)
+        hue, pitch = signals[c]
+        frames = _frames(rng, hue, n, w, h)
+        encode(out_dir / classes[c] / f"{classes[c]}_{i:02d}.mp4", frames, _sound(rng, pitch, n_samples), fps)
 
     for name in classes:
         (out_dir / name).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Each attention block against a direct computation of its equations (REFERENCE.md), written
+"""Each attention block against a direct computation of its equations (docs/reference.md,
+"Authors' code: modules and shapes"), written
 here with plain tensor ops on the block's own parameters, in eval and in train mode."""
 import pytest
 import torch

@@ -277,6 +277,7 @@ def fake_state(entries, seed=0):
             for k, s in entries.items()}
 
 
+@pytest.mark.slow
 def test_resnet50_full_size_forward():
     torch.manual_seed(0)
     model = resnet2d(50, in_channels=3).eval()
@@ -289,6 +290,7 @@ def test_resnet50_full_size_forward():
         resnet2d(50, in_channels=1)
 
 
+@pytest.mark.slow
 def test_torchvision_and_places365_resnet50_files_load_strictly(tmp_path):
     entries = torchvision_resnet50_entries()
     assert len(entries) == 320

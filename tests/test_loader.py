@@ -1,5 +1,4 @@
 """The streaming loader on real shards: a few tiny generated videos, preprocessed by the ETL."""
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,6 +7,7 @@ import torch
 
 from pipeline import preprocess
 from pipeline.demo import AUDIO_RATE, encode
+from trainer import loader as loader_module
 from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 from pipeline.params import PreprocessParams
 from pipeline.reader import ShardReader
@@ -231,23 +231,48 @@ def test_bad_inputs(reader):
         ClipDataset(reader, reader.ids, config(audio_sampling="centre"), train=True)
 
 
-class SlowBatches:
-    def __iter__(self):
-        for _ in range(4):
-            time.sleep(0.05)
-            yield {"label": torch.zeros(2, dtype=torch.int64)}
+class FakeClock:
+    """Stands in for the time module inside trainer.loader: time moves only when told to."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        return self.now
 
 
-def test_data_wait_meter():
+def test_data_wait_meter(monkeypatch):
+    """The meter's bookkeeping on a clock it cannot race: each batch takes 0.05 to arrive and
+    each step 0.05 more (real timings belong to bench/loader.py)."""
+    clock = FakeClock()
+    monkeypatch.setattr(loader_module, "time", clock)
+
+    def batches():
+        for size in (2, 2, 2, 3):
+            clock.now += 0.05                      # waiting for the batch
+            yield {"label": torch.zeros(size, dtype=torch.int64)}
+
     meter = DataWaitMeter()
-    for _ in meter.wrap(SlowBatches()):
-        time.sleep(0.05)                           # the "training step"
+    for _ in meter.wrap(batches()):
+        clock.now += 0.05                          # the "training step"
     s = meter.summary()
-    assert s["steps"] == 4 and s["samples"] == 8
-    assert 0.35 < s["step_s"] < 1.0 and 0.3 < s["wait_fraction"] < 0.7
-    assert s["first_wait_s"] >= 0.05 and s["samples_per_s"] == pytest.approx(8 / s["step_s"])
+    assert s["steps"] == 4 and s["samples"] == 9
+    assert s["wait_s"] == pytest.approx(0.2) and s["step_s"] == pytest.approx(0.4)
+    assert s["wait_fraction"] == pytest.approx(0.5) and s["first_wait_s"] == pytest.approx(0.05)
+    assert s["samples_per_s"] == pytest.approx(9 / 0.4)
     meter.reset()
-    assert meter.summary()["steps"] == 0
+    assert meter.summary() == {"steps": 0, "samples": 0, "wait_s": 0.0, "step_s": 0.0,
+                               "wait_fraction": 0.0, "samples_per_s": 0.0, "first_wait_s": 0.0}
+
+
+def test_data_wait_meter_on_the_real_clock():
+    """Real time: the wait is part of the step."""
+    meter = DataWaitMeter()
+    for _ in meter.wrap([{"label": torch.zeros(2)}, [1, 2], {"label": torch.zeros(5)}]):
+        torch.zeros(1000).sum()
+    s = meter.summary()
+    assert s["steps"] == 3 and s["samples"] == 8   # a batch without labels counts as one sample
+    assert 0 <= s["wait_s"] <= s["step_s"] and 0 <= s["wait_fraction"] <= 1
 
 
 def test_worker_batches_equal_the_stacked_items(reader):

@@ -9,7 +9,7 @@ from model.config import preset
 from model.summary import parameter_counts
 from model.vaanet import VAANet
 
-# the authors' audio-visual model with 8 classes (REFERENCE.md)
+# the authors' audio-visual model with 8 classes (docs/reference.md, "Parameter counts")
 OFFICIAL_COUNTS = {"resnet": 85_245_120, "conv0": 1_050_112, "sa_net": 770, "cwa_net": 262_162,
                    "ta_net": 670, "fc": 4_104, "a_resnet": 11_167_552, "a_fc": 131_840,
                    "aa_net": 530, "av_fc": 6_152}

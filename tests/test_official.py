@@ -1,5 +1,6 @@
 """Checkpoints of the authors' VAANet code: the 792-key format, import into the official preset,
-identical outputs, and the authors' forward pass re-written here from REFERENCE.md."""
+identical outputs, and the authors' forward pass re-written here from docs/reference.md
+("Authors' code: modules and shapes", "Authors' checkpoint")."""
 import json
 
 import pytest
@@ -17,7 +18,7 @@ from model.resnet3d import resnet3d
 from model.vaanet import VAANet, feature_grid
 from model.weights import UnsafeFileError
 
-# parameter counts of the authors' audio-visual model with 8 classes (REFERENCE.md)
+# parameter counts of the authors' audio-visual model with 8 classes (docs/reference.md, "Parameter counts")
 OFFICIAL_COUNTS = {"resnet": 85_245_120, "conv0": 1_050_112, "sa_net": 770, "cwa_net": 262_162,
                    "ta_net": 670, "a_resnet": 11_167_552, "a_fc": 131_840, "aa_net": 530,
                    "av_fc": 6_152, "fc": 4_104}
@@ -57,7 +58,7 @@ def inputs(cfg, batch=2, seed=1):
     return visual, audio
 
 
-# ---- the authors' layout and forward, re-written from REFERENCE.md ---------------------------
+# ---- the authors' layout and forward (docs/reference.md, "Authors' code: modules and shapes")
 
 def attention_dict(in_channels, steps, bias, last):
     return nn.ModuleDict({
@@ -143,6 +144,7 @@ def full_size_file(tmp_path_factory):
     return path, official_state_dict(model)
 
 
+@pytest.mark.slow
 def test_full_size_export_has_the_authors_792_keys(full_size_file):
     path, state = full_size_file
     raw = torch.load(path, weights_only=True)
@@ -167,6 +169,7 @@ def test_full_size_export_has_the_authors_792_keys(full_size_file):
     assert params == OFFICIAL_COUNTS
 
 
+@pytest.mark.slow
 def test_import_checkpoint_command(full_size_file, tmp_path):
     path, state = full_size_file
     dst = tmp_path / "imported.pt"

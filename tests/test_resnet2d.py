@@ -47,7 +47,7 @@ def test_official_first_conv_and_parameter_count():
     assert (c.in_channels, c.kernel_size, c.stride, c.padding, c.bias) == (1, (7, 1), (2, 1), (3, 0), None)
     assert shapes(model) == torchvision_entries(in_channels=1, kernel=(7, 1))
     body = sum(p.numel() for k, p in model.named_parameters() if not k.startswith("fc."))
-    assert body == 11_167_552  # a_resnet of the official checkpoint (REFERENCE.md)
+    assert body == 11_167_552  # a_resnet (docs/reference.md, "Parameter counts")
 
 
 def test_paper_first_conv():

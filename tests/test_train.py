@@ -25,9 +25,27 @@ def trained(train_data, tmp_path_factory):
 
 def test_tiny_model_learns_the_demo_signal(trained):
     out, res = trained
-    # 4 classes: chance is 25 %; colour and pitch make the demo easy to learn
+    # 4 classes: chance is 25 %; colour and pitch together make the demo easy to learn
     assert res["test_best"]["accuracy"] >= 0.6, res["test_best"]
     assert res["test_best"]["n"] == 16 and res["split"] == "given"
+
+
+def test_the_fused_model_beats_each_stream_alone_on_the_demo(train_data, tmp_path):
+    """The demo's classes are a 2 x 2 grid of colour and tone (pipeline/demo.py): the picture
+    alone tells only the polarity, the sound alone only the pitch, so each stream alone can be
+    right on about half the test videos while the fused model can tell all four classes apart.
+    Seeded (the run config's seed), so the numbers are the same on every run; no validation
+    carve-out (all 16 training videos are used, the last epoch is kept)."""
+    test = {}
+    for attn in ("VS+VCW+VT+AT", "VS+VCW+VT", "AT"):
+        res = run(train_data.run(tmp_path / attn, attn=attn, epochs=10, val_fraction=0))
+        test[attn] = res["test_last"]
+    fused, visual, audio = test["VS+VCW+VT+AT"], test["VS+VCW+VT"], test["AT"]
+    assert fused["accuracy"] >= 0.875, test
+    # at least two more of the 16 test videos right than either stream alone
+    assert fused["accuracy"] >= max(visual["accuracy"], audio["accuracy"]) + 0.125, test
+    # the visual stream alone learns what the colour says: the polarity
+    assert visual["polarity_accuracy"] >= 0.875, test
 
 
 def test_run_dir_contents(trained, train_data):
@@ -189,7 +207,8 @@ def test_dfan_trains_and_evaluates_through_the_same_trainer(train_data, tmp_path
     # the same checkpoint evaluated again gives the trainer's own test accuracy
     again = evaluate(run=out, device="cpu")
     assert again["report"]["accuracy"] == pytest.approx(res["test_best"]["accuracy"])
-    assert res["test_best"]["accuracy"] >= 0.5, res["test_best"]
+    # visual only: on the demo the colour gives the polarity (the tone tells the rest)
+    assert res["test_best"]["polarity_accuracy"] >= 0.75, res["test_best"]
 
 
 def test_default_run_folder_is_fresh_unless_resuming(tmp_path, monkeypatch):

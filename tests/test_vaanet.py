@@ -193,6 +193,7 @@ def test_frozen_backbone_batchnorm(bn_updates):
     assert not model.backbone.training
 
 
+@pytest.mark.slow
 def test_paper_preset_full_size_forward():
     """3D ResNet-101 at 16 x 112 x 112 and the audio ResNet-18 on 256 x 32, batch 1, t = 1."""
     cfg = preset("paper", segments=1, audio_segments=1)
