@@ -207,7 +207,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                         scaler=scaler.state_dict() if scaler.is_enabled() else None, epoch=epoch,
                         rng=checkpoint.rng_state(), model_config=model_cfg.to_dict(),
                         run_config=cfg.to_dict(), classes=classes, polarity=polarity, split=split,
-                        best=best)
+                        best=best, data_params=reader.params.to_dict())
 
     # ---- the epoch loop --------------------------------------------------------------------------
     for epoch in range(start_epoch, cfg.epochs):
