@@ -576,5 +576,23 @@ def predict(videos, ckpt, run_dir, which, out, explain_dir, heatmap, target_clas
         raise SystemExit(1)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def report(run_dir):
+    """Plots and one RUN_DIR/report.html (images in RUN_DIR/report/), openable from disk.
+
+    \b
+    A run: loss and accuracy per epoch (training, validation), the test confusion matrix and
+    per-class accuracy, the result table. A protocol (--split all): accuracy per split with
+    mean +- std. An ablation: every row's accuracy beside the paper's. Written automatically
+    at the end of train, ablate and --split all.
+    """
+    from trainer.report import write_report
+    try:
+        click.echo(f"wrote {write_report(run_dir)}")
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 if __name__ == "__main__":
     main()

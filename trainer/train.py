@@ -290,6 +290,8 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
 
     if main:
         write_results(run_dir, results)
+        from trainer.report import try_write_report
+        try_write_report(run_dir)  # plots and report.html
         if not quiet:
             print(results_table(results))
             print(f"\nrun folder: {run_dir} (checkpoints, metrics.jsonl, predictions, results.md); "
