@@ -20,7 +20,7 @@ import numpy as np
 DPI = 100
 HEIGHT_PX = 440
 SEGMENT_PX = 200
-ALPHA = 0.45  # share of the heat colour over the frame
+ALPHA = 0.6  # share of the heat colour over the frame where the heat is largest
 
 
 def figure_size(segments: int) -> tuple[int, int]:
@@ -29,12 +29,14 @@ def figure_size(segments: int) -> tuple[int, int]:
 
 
 def overlay(frame: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
-    """uint8 [H, W, 3] frame blended with the jet colours of heat [H, W] in 0..1."""
+    """uint8 [H, W, 3] frame blended with the jet colours of heat [H, W] in 0..1; the colour's
+    share grows with the heat, so where the model did not look the frame shows as it is."""
     if heat is None:
         return frame
     from matplotlib import colormaps
     colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
-    return ((1 - ALPHA) * frame + ALPHA * colours).clip(0, 255).astype(np.uint8)
+    share = ALPHA * np.clip(heat, 0, 1)[..., None]
+    return ((1 - share) * frame + share * colours).clip(0, 255).astype(np.uint8)
 
 
 def _weights_row(ax, weights, label: str, missing: str) -> None:
