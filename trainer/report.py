@@ -54,6 +54,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def plot_curves(records: list[dict], out: Path) -> list[str]:
     """loss.png and accuracy.png: train and validation per epoch."""
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in records]
     images = []
     for key, name in (("loss", "loss"), ("accuracy", "accuracy")):
@@ -68,6 +69,7 @@ def plot_curves(records: list[dict], out: Path) -> list[str]:
         if best:
             ax.axvline(best, color="0.6", ls="--", lw=1, label=f"best epoch {best}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{name} (%)" if key == "accuracy" else name)
         ax.set_title(f"{name} per epoch")
         ax.legend()
