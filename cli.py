@@ -554,5 +554,102 @@ def ablate(ctx, attns, config_file, gpus, **values):
         click.echo(markdown(table))
 
 
+
+# predict, report: defined below this line.
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False), default=None,
+              help="A checkpoint file (best.pt, last.pt, or one made by `vaanet import-checkpoint`).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="RUN_DIR of `vaanet train`: its best.pt (see --which).")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="With --run: which checkpoint.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write every video's row with all class probabilities to FILE.json or FILE.csv.")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None,
+              help="Write per video OUT_DIR/<name>.png (segments' middle frames with a heat map, VT "
+                   "and AT weights) and OUT_DIR/<name>.npz (every attention weight, Grad-CAM maps).")
+@click.option("--heatmap", type=click.Choice(["gradcam", "attention"]), default="gradcam",
+              show_default=True, help="With --explain: Grad-CAM on the 3D backbone's last conv map, "
+                                      "or the VS spatial attention upsampled.")
+@click.option("--class", "target_class", default=None, metavar="NAME",
+              help="With --explain: the class Grad-CAM explains. [default: the predicted one]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Videos decoded at once. [default: min(4, cores)]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def predict(videos, ckpt, run_dir, which, out, explain_dir, heatmap, target_class, device,
+            batch_size, jobs, quiet):
+    """Predict the emotion of your own videos with a trained model (no preprocessing needed).
+
+    \b
+    VIDEOS are files or folders (searched recursively for video files; other files are
+    skipped with a warning). Each video is decoded by the ETL's code with the preprocessing
+    the checkpoint was trained on and sampled as `vaanet evaluate` samples (middle snippet,
+    centre crop). Prints video, predicted class, probability, polarity, audio present.
+    \b
+    Examples:
+      vaanet predict my_clips/ --run runs/demo-demo --out predictions.csv
+      vaanet predict clip.mp4 --checkpoint best.pt --explain explained/ --class joy
+    \b
+    Exit status: 0 all videos predicted, 1 some could not be decoded (their rows say why),
+    2 usage error (missing or foreign checkpoint, no videos found, bad option).
+    """
+    import logging
+
+    from trainer import explain as ex
+    from trainer import predict as pr
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if out is not None and not out.lower().endswith((".json", ".csv")):
+        raise click.UsageError(f"--out must end in .json or .csv, got {out}")
+    if explain_dir is None and (target_class is not None or heatmap != "gradcam"):
+        raise click.UsageError("--class and --heatmap apply with --explain OUT_DIR only")
+    try:
+        found, skipped = pr.find_videos(videos)
+        for f in skipped:
+            click.echo(f"warning: skipped {f}: not a video file", err=True)
+        loaded = pr.load_model(ckpt, run_dir, which, device)
+        explainer = None
+        if explain_dir is not None:
+            explainer = ex.Explainer(explain_dir, loaded.classes, heatmap, target_class)
+            explainer.check(loaded.model)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    rows = pr.predict_videos(found, loaded, batch_size=batch_size, jobs=jobs, progress=not quiet,
+                             explainer=explainer)
+    click.echo(pr.format_table(rows))
+    for r in rows:
+        for note in r["notes"]:
+            click.echo(f"note: {r['video']}: {note}", err=True)
+    if out is not None:
+        click.echo(f"wrote {pr.write_rows(out, rows, loaded)}")
+    if explain_dir is not None:
+        click.echo(f"explanations (PNG + NPZ per video): {explain_dir}")
+    failed = sum(r["status"] != "ok" for r in rows)
+    if failed:
+        click.echo(f"{failed} of {len(rows)} videos could not be predicted", err=True)
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def report(run_dir):
+    """Plots and one RUN_DIR/report.html (images in RUN_DIR/report/), openable from disk.
+
+    \b
+    A run: loss and accuracy per epoch (training, validation), the test confusion matrix and
+    per-class accuracy, the result table. A protocol (--split all): accuracy per split with
+    mean +- std. An ablation: every row's accuracy beside the paper's. Written automatically
+    at the end of train, ablate and --split all.
+    """
+    from trainer.report import write_report
+    try:
+        click.echo(f"wrote {write_report(run_dir)}")
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 if __name__ == "__main__":
     main()

@@ -64,7 +64,7 @@ from model.resnet2d import resnet2d
 from model.resnet3d import resnet3d
 from model.spatial_attention import SpatialAttention
 from model.temporal_attention import TemporalAttention
-from model.vaanet import VAANet, VAANetOutput, feature_grid
+from model.vaanet import VAANet, feature_grid
 
 # kind -> the attribute holding its backbone
 BACKBONES = {"action": "backbone", "object": "object_backbone", "scene": "scene_backbone"}

@@ -94,6 +94,8 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out / "ablation.md", markdown(table) + "\n")
         write_csv(out / "ablation.csv", table)
+        from trainer.report import try_write_report
+        try_write_report(out)  # rows beside the paper's, report.html
     return table
 
 

@@ -12,6 +12,8 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
     run_config    the resolved training configuration
     classes       class names in label order, polarity the matching 0/1 list
     best          {"metric": name, "value": float, "epoch": int} of the best model so far
+    data_params   the preprocessing parameters of the training data (pipeline/params.py), so
+                  that `vaanet predict` decodes new videos the same way (absent in older runs)
 """
 from __future__ import annotations
 

@@ -51,6 +51,8 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
     if distributed.rank() == 0:
         write_summary(run_dir, summary)
+        from trainer.report import try_write_report
+        try_write_report(run_dir)  # per-split plot and report.html
     return summary
 
 

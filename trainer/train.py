@@ -417,7 +417,7 @@ def save(run: Run, epoch: int, improved: bool) -> None:
                         scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
                         epoch=epoch + 1, rng=checkpoint.rng_state(), model_config=run.model_cfg.to_dict(),
                         run_config=run.cfg.to_dict(), classes=run.classes, polarity=run.polarity,
-                        split=run.split, best=run.best)
+                        split=run.split, best=run.best, data_params=run.reader.params.to_dict())
         if improved:
             checkpoint.duplicate(run.run_dir / "last.pt", run.run_dir / "best.pt")
     distributed.barrier()
@@ -465,6 +465,8 @@ def finish(run: Run, results: dict) -> None:
     """results.json and results.md (rank 0), and a one-line summary in the log."""
     if run.dist.is_main:
         write_results(run.run_dir, results)
+        from trainer.report import try_write_report
+        try_write_report(run.run_dir)  # plots and report.html
     run.log(f"test split {run.split}: best model (epoch {results['best_epoch']}) accuracy "
             f"{100 * results['test_best']['accuracy']:.1f}%, last model (epoch {results['last_epoch']}) "
             f"{100 * results['test_last']['accuracy']:.1f}%; {run.run_dir / 'results.md'}")
