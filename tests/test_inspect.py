@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cli import main
 from pipeline import format as fmt
 from pipeline.demo import make_demo_videos
+from pipeline.params import FORMAT_VERSION
 from pipeline.reader import ShardReader
 from tests import videos as gen
 
@@ -23,7 +24,7 @@ def processed(tmp_path_factory):
     gen.zero_byte(root / "fear" / "empty.mp4")
     r = CliRunner().invoke(main, [
         "preprocess", "--dataset", "demo", "--root", str(root), "--out", str(base / "out"),
-        "--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32",
+        "--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32", "--codec", "raw",
         "--max-long-side", "48", "--shard-size-mb", "0.06", "--jobs", "2", "-q"])
     assert r.exit_code == 1, r.output
     return base / "out"
@@ -37,7 +38,7 @@ def test_summary(processed):
     r = inspect(processed)
     assert r.exit_code == 0, r.output
     out = r.output
-    assert "dataset demo, format version 1" in out
+    assert f"dataset demo, format version {FORMAT_VERSION}" in out
     assert "videos: 6 (5 ok, 1 failed); 1 ok videos without audio" in out
     lines = {line.split()[1]: line.split() for line in out.splitlines()
              if line.strip() and line.split()[0].isdigit()}

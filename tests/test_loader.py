@@ -8,6 +8,7 @@ import torch
 
 from pipeline import preprocess
 from pipeline.demo import AUDIO_RATE, encode
+from trainer import sampling
 from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 from pipeline.params import PreprocessParams
 from pipeline.reader import ShardReader
@@ -98,8 +99,10 @@ def test_train_item_is_a_random_piece_of_the_stored_video(reader):
         origins = [find_origin(stored, clip[i], seg, 6, 56) for i, seg in enumerate([1, 3])]
         assert all(len(o) == 1 for o in origins), origins
         (j0, s0, y0, x0), (j1, s1, y1, x1) = origins[0][0], origins[1][0]
-        assert (j0, y0, x0) == (j1, y1, x1)      # one snippet and one crop for the whole clip
-        picks.append((j0, s0, s1, y0, x0))
+        assert (y0, x0) == (y1, x1)              # one crop for the whole clip
+        # each segment's own snippet: the one snippet_choice draws for it this epoch
+        assert [j0, j1] == sampling.snippet_choice(2, 2, 3, epoch, 0).tolist()
+        picks.append((j0, j1, s0, s1, y0, x0))
         # same seed and epoch: the same sample
         assert torch.equal(ds[0]["visual"], torch.from_numpy(clip.copy()))
     assert len(set(picks)) == 4                   # every epoch cuts a different piece
