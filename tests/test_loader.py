@@ -268,3 +268,14 @@ def test_worker_batches_equal_the_stacked_items(reader):
     visual_only = ClipDataset(reader, reader.ids, config(streams="visual"), train=False)
     batch = visual_only.__getitems__([0, 1])
     assert batch["audio"].shape == (2, 0) and batch["visual"].shape == (2, 4, 8, 64, 64, 3)
+
+
+def test_audio_paper_mode_is_the_centre_crop_of_the_soundtrack(reader):
+    from tests.test_sampling import paper_audio_by_hand
+    ds = ClipDataset(reader, reader.ids, config(audio_len=40, audio_sampling="paper"), train=True)
+    for i, vid in enumerate(reader.ids):
+        got = ds[i]["audio"].numpy()
+        if not reader.meta(vid)["has_audio"]:
+            assert (got == 0).all()
+            continue
+        assert np.array_equal(got, paper_audio_by_hand(reader.mfcc(vid), 4, 40))
