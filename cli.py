@@ -92,7 +92,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
 
     \b
     Splits, stored in OUT/splits.json:
-      e6, demo  one split "given": each class's sorted files alternate train, test, ...
+      e6, demo  one split "alternating": each class's sorted files alternate train, test,
+                ... (not the paper's E-6 819/818 split: pass that as --split-file)
       ve8, folder  ten seeded stratified random splits "0".."9", 2/3 of every class train
       --split-file replaces either rule.
 

@@ -98,7 +98,7 @@ def test_run_failures_no_audio_and_idempotent_rerun(videos, tmp_path):
     assert frames.shape == (2, 4, 32, 43, 3) and frames.dtype == np.uint8
     assert mfcc.shape[1] == 32 and mfcc.dtype == np.float32
     assert meta["sha1"] == hashlib.sha1((videos / "anger/anger_00.mp4").read_bytes()).hexdigest()
-    assert meta["splits"] == {"given": "train"}
+    assert meta["splits"] == {"alternating": "train"}
     params = json.loads((out / fmt.PARAMS).read_text())
     assert params["params"]["frames"] == 4 and params["format_version"] == FORMAT_VERSION
     assert json.loads((out / fmt.SPLITS).read_text())["kind"] == "alternating"

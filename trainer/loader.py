@@ -8,7 +8,7 @@ the worker allocates in shared memory, so handing it to the main process copies 
 the flip, float conversion and normalisation happen on the device (permute and flip here in
 `to_device_batch`, the rest in the model), so the CPU work per sample is a read and one copy.
 
-    ds = ClipDataset(reader, reader.split_ids("given", "train"), cfg, train=True, seed=0)
+    ds = ClipDataset(reader, reader.split_ids("alternating", "train"), cfg, train=True, seed=0)
     loader = make_loader(ds, batch_size=32, train=True, workers=4, seed=0)
     meter = DataWaitMeter()
     for epoch in range(epochs):
