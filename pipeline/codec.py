@@ -43,10 +43,13 @@ def decode_into(data, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
     import simplejpeg
     data = memoryview(np.ascontiguousarray(data)).cast("B")
     for i in range(len(offsets) - 1):
-        img = simplejpeg.decode_jpeg(data[offsets[i]:offsets[i + 1]], colorspace="RGB")
+        frame = data[offsets[i]:offsets[i + 1]]
+        try:   # straight into the output (no copy); a larger frame does not fit the buffer
+            img = simplejpeg.decode_jpeg(frame, colorspace="RGB", buffer=out[i])
+        except ValueError:
+            img = simplejpeg.decode_jpeg(frame, colorspace="RGB")
         if img.shape != out.shape[1:]:
             raise ValueError(f"a stored JPEG frame is {img.shape}, expected {out.shape[1:]}")
-        out[i] = img
     return out
 
 
