@@ -98,7 +98,9 @@ def _param_option(name, help):
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Process only N videos (taken from every class in turn): a quick try.")
 @_param_option("segments", "t: equal segments per video  [default: 10; demo 4]")
-@_param_option("snippets", "S: snippets kept per segment  [default: 1; demo 2]")
+@_param_option("snippets", "S: snippets (start positions spread over each segment) kept per "
+                           "segment; training draws one per segment every epoch, evaluation "
+                           "takes the middle one  [default: 8]")
 @_param_option("frames", "k: successive frames per snippet  [default: 16; demo 8]")
 @_param_option("short_side", "Frames resized to this short side  [default: 112; demo 64]")
 @_param_option("max_long_side", "Long side centre-cropped to at most this  [default: 200; "
@@ -107,6 +109,11 @@ def _param_option(name, help):
 @_param_option("n_mfcc", "MFCC coefficients per audio frame  [default: 32]")
 @_param_option("n_filt", "Mel filters, at least --n-mfcc  [default: 40]")
 @_param_option("nfft", "FFT size, at least one window of samples  [default: 512]")
+@click.option("--codec", type=click.Choice(["jpeg", "raw"]), default=None,
+              help="Frame storage: jpeg (each frame a JPEG, ~7x smaller, decoded by the loader "
+                   "workers) or raw uint8 (no loss, no decode)  [default: jpeg]")
+@click.option("--quality", type=click.IntRange(1, 100), default=None, metavar="Q",
+              help="JPEG quality of --codec jpeg  [default: 90]")
 @click.option("--winlen", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="MFCC window length in seconds  [default: 0.025]")
 @click.option("--winstep", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
@@ -132,7 +139,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
 
     \b
     Splits, stored in OUT/splits.json:
-      e6, demo  one split "given": each class's sorted files alternate train, test, ...
+      e6, demo  one split "alternating": each class's sorted files alternate train, test,
+                ... (not the paper's E-6 819/818 split: pass that as --split-file)
       ve8, folder  ten seeded stratified random splits "0".."9", 2/3 of every class train
       --split-file replaces either rule.
 

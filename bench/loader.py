@@ -1,9 +1,12 @@
-"""Loader benchmark: the streaming shard loader against a frame-folder loader like the authors'.
+"""Loader benchmark: the streaming shard loader (JPEG frames, the default, and raw frames)
+against a frame-folder loader like the authors', side by side in one run.
 
 Same videos, same number of workers, same clip geometry (t = 10 segments x 16 frames x 112 x 112):
 
-  ours      HDF5 shards made by `vaanet preprocess` at the paper's parameters; per sample one
-            contiguous read of a uint8 snippet, a crop by slicing, uint8 tensors out.
+  jpeg      HDF5 shards made by `vaanet preprocess` with the defaults (8 snippets per segment,
+            JPEG frames): per sample, per segment the drawn snippet's 16 JPEGs read in one
+            contiguous range and decoded (libjpeg-turbo), a crop by slicing, uint8 tensors out.
+  raw       the same with `--codec raw`: one contiguous uint8 read per segment, no decode.
   baseline  the authors' layout: every frame a JPEG (short side 240) in a folder per video and the
             sound track in a file; per sample t * k JPEGs opened with PIL, a corner crop resized
             to 112, ToTensor floats, and 32 MFCC computed from the audio (python_speech_features,
@@ -15,6 +18,11 @@ Same videos, same number of workers, same clip geometry (t = 10 segments x 16 fr
 
 Videos, shards and frame folders are kept in --workdir (reused by the next run). Results go to
 bench/results/loader.md and loader.json (bench/train.py reads the latter).
+
+GPU estimate: the paper preset's training FLOPs per sample (forward + backward, counted by
+torch.utils.flop_counter on meta tensors, no compute) against one GPU's published dense bf16
+throughput at a stated utilisation gives the samples/s a GPU would consume; the loader's
+per-core rate (1000 / CPU ms per sample, measured here) times 16 workers is set against it.
 """
 from __future__ import annotations
 
@@ -48,6 +56,23 @@ from pipeline.reader import ShardReader  # noqa: E402
 SEGMENTS, FRAMES, CROP = 10, 16, 112           # the paper's clip
 AUDIO_RATE, WIN, HOP, N_MFCC = 44100, 2048, 512, 32
 AUDIO_FRAMES, AUDIO_SEGMENTS = 4096, 16        # the official code's audio input
+# one modern GPU: NVIDIA H100 / H200 SXM, dense bf16 tensor throughput from NVIDIA's datasheet
+GPU_NAME, GPU_BF16_TFLOPS = "H100/H200 SXM", 989.0
+GPU_UTILISATION = 0.4   # a stated assumption: 3D convolutions at batch 32 in bf16
+LOADER_WORKERS = 16
+
+
+def train_flops_per_sample(cfg) -> float:
+    """FLOPs of one training sample of the model (forward + backward), counted on meta tensors."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from model.vaanet import VAANet
+    with torch.device("meta"):
+        model = VAANet(cfg).train()
+        visual = torch.zeros(2, cfg.segments, 3, cfg.frames, cfg.crop, cfg.crop)
+        audio = torch.zeros(2, cfg.audio_segments, cfg.audio_len, cfg.n_mfcc)
+    with FlopCounterMode(display=False) as counter:
+        model(visual, audio).logits.sum().backward()
+    return counter.get_total_flops() / 2
 
 
 # ---- the data, made once -------------------------------------------------------------------
@@ -193,42 +218,52 @@ def main(argv=None):
                          args.videos, args.duration, args.size, jobs)
     print(f"videos: {len(videos)} x {args.duration:g} s {args.size}  ({time.perf_counter() - t:.1f} s)", flush=True)
 
-    # ours: the ETL at the paper's parameters (a finished output is reused as it is)
-    t = time.perf_counter()
-    shards = work / f"shards-{args.videos}x{args.duration:g}s-{args.size}"
-    params = PreprocessParams()  # t=10, one snippet of k=16, short side 112
-    res = preprocess.run("demo", videos[0].parent.parent, shards, params, jobs=jobs, progress=False,
-                         echo=lambda *a: None)
-    etl = (f"ETL of {res.decoded} videos took {time.perf_counter() - t:.1f} s with {jobs} jobs, once"
-           if res.decoded else "shards reused from an earlier run")
-    print(f"ETL (vaanet preprocess): {etl}", flush=True)
+    # ours: the ETL with the defaults (t=10, S=8, k=16, short side 112; jpeg) and with raw frames
+    params = PreprocessParams()
+    shard_dirs, etl = {}, {}
+    for codec in ("jpeg", "raw"):
+        t = time.perf_counter()
+        shard_dirs[codec] = work / f"shards-{codec}-{args.videos}x{args.duration:g}s-{args.size}"
+        res = preprocess.run("demo", videos[0].parent.parent, shard_dirs[codec],
+                             params.replace(codec=codec), jobs=jobs, progress=False,
+                             echo=lambda *a: None)
+        etl[codec] = (f"ETL of {res.decoded} videos took {time.perf_counter() - t:.1f} s with "
+                      f"{jobs} jobs, once" if res.decoded else "shards reused from an earlier run")
+        print(f"ETL (vaanet preprocess --codec {codec}): {etl[codec]}", flush=True)
 
     t = time.perf_counter()
     folders = make_frame_folders(videos, work / f"frames-{args.videos}x{args.duration:g}s-{args.size}", jobs)
     print(f"frame folders (ffmpeg to JPEG + WAV): {time.perf_counter() - t:.1f} s", flush=True)
 
-    reader = ShardReader(shards)
+    readers = {c: ShardReader(d) for c, d in shard_dirs.items()}
+    reader = readers["jpeg"]
     ids = reader.ids
     cfg = preset("paper", num_classes=len(reader.classes))
     by_id = {f"{f.parent.name}/{f.name}": f for f in folders}
     labels = [reader.meta(i)["label"] for i in ids]
 
-    # bytes read from storage per sample: one snippet + the MFCC; t*k JPEGs + the audio file
-    ours_bytes = np.mean([np.prod(reader.meta(i)["frames_shape"][1:]) + 4 * np.prod(reader.meta(i)["mfcc_shape"])
-                          for i in ids])
+    def shard_bytes(r):
+        """Bytes read per sample: t of the S*t snippets (as stored) + the MFCC."""
+        stored = sum(p.stat().st_size for p in r.root.glob("shard-*.h5")) / len(r.ids)
+        mfcc = np.mean([4 * np.prod(r.meta(i)["mfcc_shape"]) for i in r.ids])
+        return (stored - mfcc) / r.params.snippets + mfcc, stored
     jpeg = np.mean([p.stat().st_size for f in folders for p in f.glob("image_*.jpg")])
     wav = np.mean([(f / "audio.wav").stat().st_size for f in folders])
     base_bytes = SEGMENTS * FRAMES * jpeg + wav
 
     load_before = os.getloadavg()[0]
-    # our loader: training mode (random snippet window, random crop); ids repeated to fill the run
-    n = args.samples + args.batch
-    ours_ds = ClipDataset(reader, (ids * n)[:n], cfg, train=True, seed=0)
-    ours = make_loader(ours_ds, args.batch, train=True, workers=args.workers, seed=0)
-    m_ours = measure(ours)
-    del ours
-    m_ours = finish(m_ours)
-    print(f"ours:     {m_ours['samples_per_s']:8.2f} samples/s over {m_ours['timed']} samples", flush=True)
+    # training mode (per-segment snippets, random crop); ids repeated to fill the run
+    results = {}
+    for codec, r in readers.items():
+        n = args.samples + args.batch
+        ds = ClipDataset(r, (ids * n)[:n], cfg, train=True, seed=0)
+        loader = make_loader(ds, args.batch, train=True, workers=args.workers, seed=0)
+        m = measure(loader)
+        del loader
+        results[codec] = finish(m)
+        print(f"{codec}: {results[codec]['samples_per_s']:8.2f} samples/s over {results[codec]['timed']} "
+              f"samples, {results[codec]['cpu_ms_per_sample']:.1f} CPU ms per sample", flush=True)
+    m_ours = results["jpeg"]
 
     n = args.baseline_samples + args.batch
     base_ds = FrameFolderClips(([by_id[i] for i in ids] * n)[:n], (labels * n)[:n])
@@ -241,27 +276,49 @@ def main(argv=None):
 
     ours_rate, base_rate = m_ours["samples_per_s"], m_base["samples_per_s"]
     ratio = ours_rate / base_rate
-    rows = [("streaming shards (ours)", m_ours, ours_bytes), ("frame folders (authors')", m_base, base_bytes)]
-    table = ["| loader | samples/s | MB/s read | MB read per sample | CPU ms per sample | first batch (s) |",
+    (jpeg_read, jpeg_stored), (raw_read, raw_stored) = shard_bytes(readers["jpeg"]), shard_bytes(readers["raw"])
+    rows = [("shards, JPEG (default)", results["jpeg"], jpeg_read, jpeg_stored),
+            ("shards, raw (`--codec raw`)", results["raw"], raw_read, raw_stored),
+            ("frame folders (authors')", m_base, base_bytes, None)]
+    table = ["| loader | samples/s | CPU ms per sample | MB read per sample | MB stored per video | first batch (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    table += [f"| {name} | {m['samples_per_s']:.2f} | {m['samples_per_s'] * b / 1e6:.1f} | {b / 1e6:.2f} | "
-              f"{m['cpu_ms_per_sample']:.1f} | {m['first_batch_s']:.2f} |" for name, m, b in rows]
+    table += [f"| {name} | {m['samples_per_s']:.2f} | {m['cpu_ms_per_sample']:.1f} | {b / 1e6:.2f} | "
+              f"{'-' if st is None else f'{st / 1e6:.1f}'} | {m['first_batch_s']:.2f} |"
+              for name, m, b, st in rows]
     cpu_ratio = m_base["cpu_ms_per_sample"] / m_ours["cpu_ms_per_sample"]
-    verdict = (f"ratio ours / baseline: {ratio:.1f}x samples/s (target >= 20x); "
-               f"{cpu_ratio:.1f}x less CPU time per sample (all processes)")
+    verdict = (f"ratio JPEG shards / frame folders: {ratio:.1f}x samples/s (target >= 20x); "
+               f"{cpu_ratio:.1f}x less CPU time per sample (all processes). JPEG / raw CPU per sample: "
+               f"{results['jpeg']['cpu_ms_per_sample'] / results['raw']['cpu_ms_per_sample']:.1f}x.")
+
+    # GPU estimate against the loader's per-core rate
+    flops = train_flops_per_sample(cfg)
+    gpu_rate = GPU_BF16_TFLOPS * 1e12 * GPU_UTILISATION / flops
+    per_core = 1e3 / m_ours["cpu_ms_per_sample"]
+    loader_rate = LOADER_WORKERS * per_core
+    gpu_lines = [
+        f"Paper preset (ResNet-101 trained end to end, 10 x 16 x 112 x 112 + audio 10 x 480 x 32): "
+        f"{flops / 1e12:.2f} TFLOP per training sample (forward + backward, torch.utils.flop_counter).",
+        f"One {GPU_NAME} ({GPU_BF16_TFLOPS:.0f} TFLOPS dense bf16, published) at an assumed "
+        f"{GPU_UTILISATION:.0%} utilisation trains about {gpu_rate:.0f} samples/s.",
+        f"{LOADER_WORKERS} loader workers with the JPEG default: {LOADER_WORKERS} x {per_core:.1f} = "
+        f"{loader_rate:.0f} samples/s = {loader_rate / gpu_rate:.1f}x that rate (target >= 3x), "
+        f"extrapolated from the CPU ms per sample measured here on {os.cpu_count()} cores "
+        "(one worker per core; not measured with 16 workers)."]
     text = "\n".join([
         "# Loader benchmark", "",
-        f"{len(videos)} videos x {args.duration:g} s at {args.size} (H.264 + AAC), {args.workers} "
-        f"workers each, batch {args.batch}, training mode, warm page cache; on {cpu}.",
-        f"Ours: shards from `vaanet preprocess` at t={params.segments}, k={params.frames}, short side "
-        f"{params.short_side} ({etl}); uint8 [10,16,112,112,3] (made channels-first on the device) + MFCC [10,256,32], batches built in shared memory by the workers.",
+        f"Measured on this {cpu} CPU: {len(videos)} videos x {args.duration:g} s at {args.size} "
+        f"(H.264 + AAC), {args.workers} workers each, batch {args.batch}, training mode, warm page cache.",
+        f"Shards: `vaanet preprocess` with the defaults (t={params.segments}, S={params.snippets}, "
+        f"k={params.frames}, short side {params.short_side}) as JPEG q{params.quality} "
+        f"({etl['jpeg']}) and raw ({etl['raw']}); uint8 [10,16,112,112,3] (made channels-first on "
+        "the device) + MFCC [10,480,32], batches built in shared memory by the workers.",
         "Baseline: JPEG frame folders at short side 240 + WAV; PIL decode, corner crop, resize to 112, "
         "float tensors, MFCC computed per access (4096 x 32, as the authors' code).",
-        f"First batch (worker start-up) excluded from the rates; {m_ours['timed']} / {m_base['timed']} "
-        "samples timed; "
-        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after (other processes on "
-        "the machine slow both loaders).", "",
-        *table, "", verdict, "",
+        f"First batch (worker start-up) excluded from the rates; {m_ours['timed']} / "
+        f"{results['raw']['timed']} / {m_base['timed']} samples timed; CPU ms per sample counts "
+        f"every process; load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
+        "(other processes on the machine slow every loader).", "",
+        *table, "", verdict, "", *gpu_lines, "",
         f"Command: `python bench/loader.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(), ""])
     print()
     print(text)
@@ -271,7 +328,10 @@ def main(argv=None):
     record = {"workers": args.workers, "batch": args.batch, "device": cpu, "videos": len(videos),
               "duration": args.duration, "size": args.size, "ratio": ratio,
               "cpu_ratio": cpu_ratio, "load_average": load_before,
-              "ours": {**m_ours, "mb_per_s": ours_rate * ours_bytes / 1e6},
+              "flops_per_sample": flops, "gpu_estimate_samples_per_s": gpu_rate,
+              "loader_16_workers_samples_per_s": loader_rate,
+              "ours": {**m_ours, "mb_per_s": ours_rate * jpeg_read / 1e6},
+              "raw": {**results["raw"], "mb_per_s": results["raw"]["samples_per_s"] * raw_read / 1e6},
               "baseline": {**m_base, "mb_per_s": base_rate * base_bytes / 1e6}}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"written to {out} and {out.with_suffix('.json')}")

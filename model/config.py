@@ -1,9 +1,14 @@
 """Every architecture choice of VAANet (and of its sibling DFAN) in one plain dataclass, plus
 the named presets.
 
-Defaults are the paper's values. Where the authors' published code differs from the paper,
-the difference is a field here and the "official" preset sets the code's value, so that a
-checkpoint trained by that code loads strictly and gives the same logits.
+The "paper" preset takes the paper's stated values; where the paper is silent it takes the
+authors' code (docs/provenance.md lists every element and its source). Every place where
+"paper" departs from the paper's equations is a field here, so `--config` can switch to the
+literal text: attention_scorer "linear" (no BN + tanh), attention_scale False (no x P / x C),
+temporal_pool "sum", reduce_visual False (no 2048 -> 512), audio_embed False (no 512 -> 256
+tanh), temporal_bias_init None. Where the authors' code differs from the paper in what it
+states (segments, frozen backbone, audio cut), the "official" preset sets the code's value, so
+that a checkpoint trained by that code loads strictly and gives the same logits.
 
     cfg = preset("paper", attention="VS+VCW+VT", num_classes=6)
     cfg = preset("official")          # the authors' code, for their checkpoints
@@ -27,7 +32,9 @@ ATTENTIONS = ("VS", "VCW", "VT", "AT")
 VISUAL_ATTENTIONS = frozenset({"VS", "VCW", "VT"})
 STREAMS = ("visual", "audio", "both")
 NORMS = ("hara", "official")
-AUDIO_SAMPLINGS = ("aligned", "official")
+AUDIO_SAMPLINGS = ("paper", "aligned", "official")
+SCORERS = ("bn_tanh", "linear")
+TEMPORAL_POOLS = ("mean", "sum")
 VISUAL_DEPTHS = (10, 18, 34, 50, 101, 152)
 ARCHS = ("vaanet", "dfan")
 # DFAN's three visual feature kinds, in the order they are concatenated
@@ -115,8 +122,10 @@ class ModelConfig:
     segments: int = 10
     frames: int = 16
     crop: int = 112
-    # the backbone's channels are reduced to this by Conv1d(k=1) + BN + ReLU
+    # the backbone's channels are reduced to this by Conv1d(k=1) + BN + ReLU (authors' code;
+    # the paper attends over the backbone's own n channels: reduce_visual False)
     visual_channels: int = 512
+    reduce_visual: bool = True
     # paper: trained end to end; the official code freezes the backbone (no gradient)
     freeze_visual: bool = False
     # the official code's frozen backbone still sits in train mode: its BatchNorm normalises
@@ -130,16 +139,33 @@ class ModelConfig:
     # audio stream: t_a segments of audio_len MFCC frames (time x n_mfcc) through a ResNet-18
     audio_depth: int = 18
     audio_segments: int = 10
-    audio_len: int = 256
+    # audio_len MFCC frames per audio segment; the paper mode's centre crop q is
+    # audio_segments * audio_len (audio_crop, when given, sets it and audio_len follows)
+    audio_len: int = 480
+    audio_crop: int | None = None
     n_mfcc: int = 32
+    # 512 -> audio_channels Linear + BN + tanh per audio segment (authors' code; the paper feeds
+    # the pooled 512 conv5 features to AT: audio_embed False)
     audio_channels: int = 256
+    audio_embed: bool = True
     # the ResNet-18's first conv on the 1-channel MFCC image: (7, 1) with stride (2, 1) and
     # padding (3, 0) in the authors' code (the paper does not say), so it never mixes
     # coefficients; a square 7 gives torchvision's 7x7 / stride 2 / padding 3 instead
     audio_first_kernel: tuple = (7, 1)
-    # "aligned": audio segment i covers visual segment i (paper); "official": 4096 frames
-    # tiled or cut, then split into audio_segments consecutive chunks (the authors' loader)
-    audio_sampling: str = "aligned"
+    # "paper": the whole soundtrack's MFCC centre-cropped to q = audio_segments * audio_len
+    # frames (tiled when shorter), split into audio_segments equal parts (the paper, "Audio
+    # Representation Extraction"; q is not given there: 10 x 480 = 4800 frames = 48 s at the
+    # default 10 ms hop, as the authors' code's 4096 x 512 / 44100 = 47.5 s);
+    # "official": 4096 frames tiled or cut from the start, then split (the authors' loader);
+    # "aligned": this project's windows of audio_len frames centred on the visual segments
+    audio_sampling: str = "paper"
+
+    # the attention scorers: "bn_tanh" Conv1d + BN + tanh (authors' code) or "linear" (the
+    # paper's Eq. 2, 4, 7); softmax weights x P (VS) and x C (VCW) so they average 1 (authors'
+    # code; the paper has none); temporal pooling "mean" (authors' code) or "sum" (Eq. 9)
+    attention_scorer: str = "bn_tanh"
+    attention_scale: bool = True
+    temporal_pool: str = "mean"
 
     # temporal attention Linear bias at init; the official code sets 1.0 for the visual one and
     # leaves PyTorch's default (None here) for the audio one
@@ -163,6 +189,15 @@ class ModelConfig:
         kernel = self.audio_first_kernel
         set_("audio_first_kernel", (kernel, kernel) if isinstance(kernel, int) else tuple(kernel))
         set_("dfan_kinds", parse_kinds(self.dfan_kinds))
+        if self.audio_crop is not None:
+            if self.audio_crop <= 0 or self.audio_crop % self.audio_segments:
+                raise ValueError(f"audio_crop (q = {self.audio_crop}) must be a positive multiple "
+                                 f"of audio_segments ({self.audio_segments})")
+            set_("audio_len", self.audio_crop // self.audio_segments)
+        for name, allowed in (("attention_scorer", SCORERS), ("temporal_pool", TEMPORAL_POOLS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, name)!r}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.arch == "dfan":
@@ -266,3 +301,10 @@ def preset(name: str, **overrides) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown model config fields {unknown}; known: {sorted(fields)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+# the fields that make "paper" follow the paper's equations literally where it takes the authors'
+# code (docs/provenance.md); as a run config: {"model": PAPER_LITERAL}
+PAPER_LITERAL = dict(attention_scorer="linear", attention_scale=False, temporal_pool="sum",
+                     reduce_visual=False, audio_embed=False, temporal_bias_init=None,
+                     audio_temporal_bias_init=None)

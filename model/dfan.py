@@ -2,8 +2,9 @@
 
 No code of DFAN is public, only the abstract: three kinds of visual features (action, object,
 scene) are extracted per frame / snippet; a temporal attention module picks the most emotional
-snippets and a spatial attention module the most emotional cues inside each frame. Reported
-accuracy (second-hand): VE-8 53.3, E-6 57.3. Everything below the abstract is OUR READING,
+snippets and a spatial attention module the most emotional cues inside each frame. Its
+accuracy, VE-8 53.3 and E-6 57.3, is second-hand: reported in the comparison table of CTEN
+(CVPR 2023), not in DFAN's abstract. Everything below the abstract is OUR READING,
 built from VAANet's blocks so that both networks share data, trainer and ablation tools:
 
     per segment i (one k-frame snippet of each of the t segments), for each kind in cfg.dfan_kinds:

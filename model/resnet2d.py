@@ -2,10 +2,12 @@
 images) and the object / scene backbones of DFAN (18/34/50 on RGB frames).
 
 The audio stream sees one MFCC segment as a 1-channel image [B, 1, L, n_mfcc] (time x coefficient).
-Only the first convolution differs between the two presets:
+Its first convolution (the paper does not describe it) is, in both the "paper" and the
+"official" presets, the authors' code's (7, 1) kernel, which never mixes coefficients; a square
+kernel gives torchvision's stem instead (model config field audio_first_kernel):
 
-    paper:    Conv2d(1, 64, kernel 7x7,   stride 2,      padding 3)       first_kernel=7
-    official: Conv2d(1, 64, kernel (7,1), stride (2, 1), padding (3, 0))  first_kernel=(7, 1)
+    (7, 1): Conv2d(1, 64, kernel (7,1), stride (2, 1), padding (3, 0))  first_kernel=(7, 1)
+    7:      Conv2d(1, 64, kernel 7x7,   stride 2,      padding 3)       first_kernel=7
 
 Stride and padding follow from the kernel (stride 2 and "same" padding along every axis the kernel
 spans, stride 1 and no padding along an axis of size 1), which gives both convolutions above; pass

@@ -77,22 +77,28 @@ class VAANet(nn.Module):
         self.cfg = cfg
         c = cfg.visual_channels
         feats = 0
+        att = dict(scorer_kind=cfg.attention_scorer)
         if cfg.visual:
             self.positions = feature_grid(cfg.crop) ** 2
             self.norm = InputNorm(cfg.norm)
             self.backbone = resnet3d(cfg.visual_depth)
             self.backbone.fc = nn.Identity()  # classification head of the pretrained net: unused
-            self.reduce = nn.Sequential(
-                nn.Conv1d(self.backbone.out_channels, c, kernel_size=1, bias=True),
-                nn.BatchNorm1d(c),
-                nn.ReLU(),
-            )
+            if cfg.reduce_visual:
+                self.reduce = nn.Sequential(
+                    nn.Conv1d(self.backbone.out_channels, c, kernel_size=1, bias=True),
+                    nn.BatchNorm1d(c),
+                    nn.ReLU(),
+                )
+            else:   # the paper: attend over the backbone's own channels
+                c = self.backbone.out_channels
+                self.reduce = nn.Identity()
             if "VS" in cfg.attention:
-                self.spatial = SpatialAttention(c, self.positions)
+                self.spatial = SpatialAttention(c, self.positions, scale=cfg.attention_scale, **att)
             if "VCW" in cfg.attention:
-                self.channel = ChannelAttention(c, self.positions)
+                self.channel = ChannelAttention(c, self.positions, scale=cfg.attention_scale, **att)
             if "VT" in cfg.attention:
-                self.temporal = TemporalAttention(c, cfg.segments, cfg.temporal_bias_init)
+                self.temporal = TemporalAttention(c, cfg.segments, cfg.temporal_bias_init,
+                                                  pool=cfg.temporal_pool, **att)
             if cfg.unused_visual_fc and cfg.audio:
                 # never called (see config.py); no gradient can reach it, so it is marked frozen:
                 # Adam leaves it as it is either way, and DistributedDataParallel then does not
@@ -113,15 +119,21 @@ class VAANet(nn.Module):
         # stride (2, 1), padding (3, 0) as in the authors' code
         self.audio_backbone = resnet18(in_channels=1, first_kernel=cfg.audio_first_kernel)
         self.audio_backbone.fc = nn.Identity()
-        self.audio_embed = nn.Sequential(
-            nn.Linear(self.audio_backbone.out_channels, cfg.audio_channels),
-            nn.BatchNorm1d(cfg.audio_channels),
-            nn.Tanh(),
-        )
+        width = cfg.audio_channels if cfg.audio_embed else self.audio_backbone.out_channels
+        if cfg.audio_embed:
+            self.audio_embed = nn.Sequential(
+                nn.Linear(self.audio_backbone.out_channels, cfg.audio_channels),
+                nn.BatchNorm1d(cfg.audio_channels),
+                nn.Tanh(),
+            )
+        else:   # the paper: the pooled conv5 features go to AT as they are
+            self.audio_embed = nn.Identity()
         if "AT" in cfg.attention:
-            self.audio_temporal = TemporalAttention(cfg.audio_channels, cfg.audio_segments,
-                                                    cfg.audio_temporal_bias_init)
-        return cfg.audio_channels
+            self.audio_temporal = TemporalAttention(width, cfg.audio_segments,
+                                                    cfg.audio_temporal_bias_init,
+                                                    scorer_kind=cfg.attention_scorer,
+                                                    pool=cfg.temporal_pool)
+        return width
 
     def _init_visual_head(self):
         # as the authors' code: He normal (fan_out) for the 1-D convs of the reduction and the

@@ -45,6 +45,10 @@ def extract_video(path: str | os.PathLike, params: PreprocessParams) -> Extracte
         frames, starts, n_frames, vnotes = decode_snippets(p, params)
         duration = n_frames / p.fps
         mfcc, has_audio, anotes = audio_features(p, params, duration)
+    distinct = min(len(np.unique(starts[:, i])) for i in range(starts.shape[1]))
+    if distinct < params.snippets:
+        vnotes.append(f"too short for {params.snippets} snippet positions per segment: "
+                      f"{distinct} distinct (training draws from those)")
     info = dict(
         fps=float(p.fps), duration=float(duration), width=int(p.width), height=int(p.height),
         rotation=int(p.rotation), n_frames=int(n_frames), has_audio=bool(has_audio),

@@ -11,13 +11,23 @@ A preprocessed directory holds:
     shard-00003.h5.partial   the shard being written (never listed in index.json)
     journal.jsonl        fsync'ed records of the videos already safely inside the .partial shard
 
-Inside a shard, file attrs `format_version` and `params` (JSON); one group per video under
-/videos, named by the quoted id (no "/" inside), with two contiguous datasets:
+Inside a shard, file attrs `format_version`, `codec` and `params` (JSON); one group per video
+under /videos, named by the quoted id (no "/" inside), holding its frames in the shard's codec
+(params.codec) and its MFCC:
 
-    frames  uint8   [S, t, k, H, W, 3]  snippet-major: frames[s] is one contiguous read
-    mfcc    float32 [T, n_mfcc]         the whole soundtrack (zeros when there is no audio)
+    codec "raw":
+    frames        uint8   [S, t, k, H, W, 3]  snippet-major: frames[s, i] is one contiguous read
+    codec "jpeg" (pipeline/codec.py):
+    jpeg          uint8   [nbytes]            one JPEG per frame, in [S, t, k] order
+    jpeg_offsets  int64   [S*t*k + 1]         frame j is jpeg[offsets[j]:offsets[j + 1]]
+    both:
+    mfcc          float32 [T, n_mfcc]         the whole soundtrack (zeros when there is no audio)
 
 and attrs `id`, `label`, `class`, `source`, `sha1`, `fps`, `duration`, `has_audio`, `info` (JSON).
+The index's `frames_shape` is the decoded shape [S, t, k, H, W, 3] whatever the codec.
+
+Versions: 2 added the codec (and `snippets` default 8); a version-1 output holds raw frames and
+is read as codec "raw". A writer only appends to an output of its own version.
 """
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.params import FORMAT_VERSION
+from pipeline.params import FORMAT_VERSION, READABLE_VERSIONS
 
 # ---- file names ----
 PARAMS = "params.json"
@@ -41,6 +51,8 @@ SALVAGE_SUFFIX = ".salvage"
 # ---- inside a shard ----
 VIDEOS_GROUP = "videos"
 FRAMES = "frames"
+JPEG = "jpeg"
+JPEG_OFFSETS = "jpeg_offsets"
 MFCC = "mfcc"
 FRAMES_DTYPE = "uint8"
 MFCC_DTYPE = "float32"
@@ -94,7 +106,21 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def check_version(found, where: str):
-    if found != FORMAT_VERSION:
-        raise ValueError(f"{where}: format version {found}, this vaanet reads version "
-                         f"{FORMAT_VERSION}; preprocess again with --overwrite")
+def frames_dataset(group):
+    """The dataset holding a video's frames, whatever the codec (the one to check or size)."""
+    return group[JPEG] if JPEG in group else group[FRAMES]
+
+
+def stored_nbytes(group) -> int:
+    """Bytes of a video's arrays as stored (the shard-size accounting of the writer)."""
+    return sum(group[name].nbytes for name in (FRAMES, JPEG, JPEG_OFFSETS, MFCC) if name in group)
+
+
+def check_version(found, where: str, write: bool = False):
+    """A reader takes every version in READABLE_VERSIONS; a writer appends to its own only."""
+    ok = found == FORMAT_VERSION if write else found in READABLE_VERSIONS
+    if not ok:
+        can = FORMAT_VERSION if write else " or ".join(map(str, READABLE_VERSIONS))
+        raise ValueError(f"{where}: format version {found}, this vaanet "
+                         f"{'writes' if write else 'reads'} version {can}; run `vaanet "
+                         "preprocess --overwrite` (same options) to make it again")

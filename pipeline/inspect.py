@@ -96,7 +96,7 @@ def verify(root, progress: bool = False) -> list[str]:
         for name in sorted(set(want) & on_disk):
             try:
                 with h5py.File(root / name, "r") as f:
-                    if int(f.attrs["format_version"]) != fmt.FORMAT_VERSION:
+                    if int(f.attrs["format_version"]) != r.format_version:
                         problems.append(f"{name}: format version {f.attrs['format_version']}")
                     if json.loads(f.attrs["params"]) != p.to_dict():
                         problems.append(f"{name}: parameters differ from index.json")

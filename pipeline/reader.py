@@ -3,7 +3,12 @@
     from pipeline.reader import ShardReader
     r = ShardReader("data/processed/demo")
     frames, mfcc, meta = r.sample(r.ids[0], snippet=0)   # uint8 [t,k,H,W,3], float32 [T,n], dict
+    clip = r.clip(r.ids[0], snippets=[0, 3, ...], segments=[0, 1, ...], starts=[0, 0, ...], k=16)
     train = r.split_ids(r.splits[0], "train")
+
+Frames come back decoded whatever the shards' codec (raw or JPEG, `params.codec`); JPEG frames
+are decoded here, i.e. in the loader's worker processes. Outputs of format version 1 (raw
+frames only) are read as codec "raw".
 
 h5py handles must not cross a fork, so files are opened on first use and the process id is
 remembered: a DataLoader worker (forked or spawned) opens its own. Pickling drops the handles.
@@ -29,6 +34,7 @@ class ShardReader:
                                     "(make one with `vaanet preprocess`)")
         index = json.loads(path.read_text())
         fmt.check_version(index.get("format_version"), str(path))
+        self.format_version = int(index["format_version"])
         self.dataset = index["dataset"]
         self.classes: list[str] = index["classes"]
         self.polarity: list[int] = index["polarity"]
@@ -74,12 +80,51 @@ class ShardReader:
 
     def frames(self, video_id: str, snippet: int | None = None) -> np.ndarray:
         """uint8 [S,t,k,H,W,3], or [t,k,H,W,3] for one snippet (one contiguous read)."""
-        ds = self._group(video_id)[fmt.FRAMES]
+        g = self._group(video_id)
+        shape = self.records[video_id]["frames_shape"]
+        if snippet is not None and not -shape[0] <= snippet < shape[0]:
+            raise IndexError(f"snippet {snippet} out of range: {video_id} has {shape[0]}")
+        if fmt.JPEG not in g:
+            ds = g[fmt.FRAMES]
+            return ds[()] if snippet is None else ds[snippet]
         if snippet is None:
-            return ds[()]
-        if not -ds.shape[0] <= snippet < ds.shape[0]:
-            raise IndexError(f"snippet {snippet} out of range: {video_id} has {ds.shape[0]}")
-        return ds[snippet]
+            return self._decode(g, shape, 0, int(np.prod(shape[:3]))).reshape(shape)
+        per = shape[1] * shape[2]
+        first = (snippet % shape[0]) * per
+        return self._decode(g, shape, first, first + per).reshape(shape[1:])
+
+    def clip(self, video_id: str, snippets, segments, starts, k: int) -> np.ndarray:
+        """uint8 [len(segments), k, H, W, 3]: for every i, frames starts[i] .. starts[i] + k - 1
+        of snippet snippets[i] of stored segment segments[i]. One read per segment (one in all
+        when every segment uses the same snippet of a raw shard); JPEG decodes only those frames."""
+        g = self._group(video_id)
+        S, t, K, H, W, _ = self.records[video_id]["frames_shape"]
+        snippets, segments, starts = (np.asarray(a, np.int64) for a in (snippets, segments, starts))
+        if fmt.JPEG not in g:
+            ds = g[fmt.FRAMES]
+            if (snippets == snippets[0]).all():   # one contiguous read
+                one = ds[int(snippets[0])]
+                if np.array_equal(segments, np.arange(t)) and (starts == starts[0]).all():
+                    return one[:, starts[0]:starts[0] + k]   # a view, no copy yet
+                return one[segments[:, None], starts[:, None] + np.arange(k)]
+            return np.stack([ds[j, i, s:s + k] for j, i, s in zip(snippets, segments, starts)])
+        out = np.empty((len(segments), k, H, W, 3), np.uint8)
+        offsets = g[fmt.JPEG_OFFSETS][()]            # 8 bytes a frame: read whole, once
+        for n, (j, i, s) in enumerate(zip(snippets, segments, starts)):
+            first = (j * t + i) * K + s
+            self._decode(g, (S, t, K, H, W, 3), first, first + k, out=out[n], offsets=offsets)
+        return out
+
+    @staticmethod
+    def _decode(g, shape, first: int, stop: int, out=None, offsets=None) -> np.ndarray:
+        """JPEG frames first..stop-1 (flat [S*t*k] order) of a video group -> [n, H, W, 3]."""
+        from pipeline.codec import decode_into
+        offsets = (g[fmt.JPEG_OFFSETS][first:stop + 1] if offsets is None
+                   else offsets[first:stop + 1])
+        data = g[fmt.JPEG][offsets[0]:offsets[-1]]   # one contiguous read
+        if out is None:
+            out = np.empty((stop - first, *shape[3:]), np.uint8)
+        return decode_into(data, offsets - offsets[0], out)
 
     def mfcc(self, video_id: str) -> np.ndarray:
         return self._group(video_id)[fmt.MFCC][()]

@@ -1,8 +1,9 @@
 """Train/test splits, stored with the shards in splits.json.
 
 A split set maps split names to {"train": [ids], "test": [ids]}:
-  - alternating (e6, demo): one split "given"; inside each class, the videos sorted by id
-    go train, test, train, test, ... (the rule of a public Ekman-6 follow-up);
+  - alternating (e6, demo): one split named "alternating"; inside each class, the videos
+    sorted by id go train, test, train, test, ... (the rule of a public Ekman-6 follow-up, NOT
+    the paper's 819/818 split, which is not shipped with the dataset: pass it as --split-file);
   - random (ve8, folder): splits "0".."9"; run r draws, per class, round(2/3 n) training
     videos with numpy's default_rng([seed, r]) from the id-sorted list (stratified, seeded);
   - a split file (--split-file) replaces either rule.
@@ -33,7 +34,7 @@ def alternating(videos) -> dict[str, dict[str, list[str]]]:
         ids = sorted(v.id for v in videos if v.cls == cls)
         train += ids[0::2]
         test += ids[1::2]
-    return {"given": {"train": sorted(train), "test": sorted(test)}}
+    return {"alternating": {"train": sorted(train), "test": sorted(test)}}
 
 
 def stratified(videos, runs: int = 10, train_fraction: float = 2 / 3, seed: int = 0):

@@ -1,5 +1,8 @@
 """Decode only the frames the model will see: S snippets of k successive frames in each of t segments.
 
+S (default 8) start positions spread over each segment: training draws one of them per segment
+anew every epoch (the paper's random snippet per segment, trainer/sampling.snippet_choice).
+
 Where the snippets are (positions are frame indices into the video's N frames):
 - The N frames are split into t equal segments, each into S equal slots (one per snippet).
   A snippet is centred in its slot (so centred in its segment when S = 1): first frame

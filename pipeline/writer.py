@@ -86,7 +86,7 @@ class ShardWriter:
         index_path = self.out / fmt.INDEX
         if index_path.exists():
             index = json.loads(index_path.read_text())
-            fmt.check_version(index.get("format_version"), str(index_path))
+            fmt.check_version(index.get("format_version"), str(index_path), write=True)
             self.records = {r["id"]: r for r in index["videos"]}
         self.logs = {d["id"]: d for d in read_jsonl(self.out / fmt.FAILURES)}
         to_salvage = []
@@ -123,11 +123,18 @@ class ShardWriter:
             f = h5py.File(path, "r") if own else f
             try:
                 g = f[fmt.video_key(rec["id"])]
-                frames, mfcc = g[fmt.FRAMES], g[fmt.MFCC]
-                ok = (list(frames.shape) == rec["frames_shape"]
-                      and list(mfcc.shape) == rec["mfcc_shape"])
+                mfcc = g[fmt.MFCC]
+                if fmt.JPEG in g:
+                    frames, offsets = g[fmt.JPEG], g[fmt.JPEG_OFFSETS][()]
+                    ok = (len(offsets) == int(np.prod(rec["frames_shape"][:3])) + 1
+                          and offsets[-1] == frames.shape[0])
+                else:
+                    frames = g[fmt.FRAMES]
+                    ok = list(frames.shape) == rec["frames_shape"]
+                ok = ok and list(mfcc.shape) == rec["mfcc_shape"]
                 # read the last bytes: a truncated file fails here
-                frames[(-1,) * (frames.ndim - 1)]
+                if frames.size:
+                    frames[(-1,) * frames.ndim]
                 if mfcc.shape[0]:
                     mfcc[-1]
                 return ok
@@ -162,7 +169,7 @@ class ShardWriter:
                         src.copy(src[key], self._file[fmt.VIDEOS_GROUP], name=key.split("/")[1])
                         self.pending.append(rec)
                         g = self._file[key]
-                        self._bytes += g[fmt.FRAMES].nbytes + g[fmt.MFCC].nbytes
+                        self._bytes += fmt.stored_nbytes(g)
         self.dropped += len(recs) - len(self.pending)
         self.salvaged = len(self.pending)
         self._file.flush()
@@ -177,29 +184,43 @@ class ShardWriter:
         self._file = h5py.File(self.out / (self._shard + fmt.PARTIAL_SUFFIX), "w")
         self._file.attrs["format_version"] = FORMAT_VERSION
         self._file.attrs["dataset"] = self.header["dataset"]
+        self._file.attrs["codec"] = self.params.codec
         self._file.attrs["params"] = json.dumps(self.params.to_dict())
         self._file.create_group(fmt.VIDEOS_GROUP)
         self._bytes = 0
 
-    def add(self, video, frames: np.ndarray, mfcc: np.ndarray, info: dict, sha1: str) -> dict:
-        """Write one decoded video and commit it (see the module docstring)."""
-        if frames.dtype != np.uint8 or frames.ndim != 6 or frames.shape[-1] != 3:
+    def add(self, video, frames, mfcc: np.ndarray, info: dict, sha1: str) -> dict:
+        """Write one decoded video and commit it (see the module docstring).
+
+        frames: uint8 [S,t,k,H,W,3], or codec.EncodedFrames (JPEG, encoded by the worker) when
+        the shards' codec is jpeg; raw frames are encoded here then."""
+        from pipeline.codec import EncodedFrames, encode_frames
+        shape = tuple(frames.shape)
+        if len(shape) != 6 or shape[-1] != 3 or (
+                not isinstance(frames, EncodedFrames) and frames.dtype != np.uint8):
             raise ValueError(f"{video.id}: frames must be uint8 [S,t,k,H,W,3], got "
-                             f"{frames.dtype} {frames.shape}")
+                             f"{getattr(frames, 'dtype', 'jpeg')} {shape}")
+        if self.params.codec == "jpeg" and not isinstance(frames, EncodedFrames):
+            frames = encode_frames(frames, self.params.quality)
+        elif self.params.codec == "raw" and isinstance(frames, EncodedFrames):
+            raise ValueError(f"{video.id}: JPEG frames given to a raw-codec output")
         mfcc = np.asarray(mfcc, dtype=np.float32)
         if self._file is None:
             self._start_shard(self._next_shard_number())
         g = self._file.create_group(fmt.video_key(video.id))
-        if self.params.compression:           # chunk = one snippet: still one read per sample
-            kw = dict(chunks=(1,) + frames.shape[1:], compression=self.params.compression)
+        if isinstance(frames, EncodedFrames):  # contiguous: a snippet is one byte range
+            g.create_dataset(fmt.JPEG, data=frames.data)
+            g.create_dataset(fmt.JPEG_OFFSETS, data=frames.offsets)
+        elif self.params.compression:         # chunk = one snippet: still one read per sample
+            g.create_dataset(fmt.FRAMES, data=frames, chunks=(1,) + frames.shape[1:],
+                             compression=self.params.compression)
         else:
-            kw = {}                           # contiguous
-        g.create_dataset(fmt.FRAMES, data=frames, **kw)
+            g.create_dataset(fmt.FRAMES, data=frames)  # contiguous
         g.create_dataset(fmt.MFCC, data=mfcc)
         rec = fmt.video_record(
             id=video.id, label=video.label, cls=video.cls,
             polarity=self.header["polarity"][video.label], source=_source(video),
-            status=fmt.OK, shard=self._shard, frames_shape=frames.shape, mfcc_shape=mfcc.shape,
+            status=fmt.OK, shard=self._shard, frames_shape=shape, mfcc_shape=mfcc.shape,
             fps=float(info.get("fps", 0.0)), duration=float(info.get("duration", 0.0)),
             has_audio=bool(info.get("has_audio", False)), sha1=sha1,
             notes=list(info.get("notes", [])))
@@ -210,7 +231,7 @@ class ShardWriter:
         _fsync_path(self.out / (self._shard + fmt.PARTIAL_SUFFIX))
         self._journal(rec)
         self.pending.append(rec)
-        self._bytes += frames.nbytes + mfcc.nbytes
+        self._bytes += fmt.stored_nbytes(g)
         if self._bytes >= self.target_bytes:
             self.finish_shard()
         return rec

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory):
-    """Shards of 32 generated demo videos (8 per class, 2 s; split "given": 16 train, 16 test) at a
+    """Shards of 32 generated demo videos (8 per class, 2 s; split "alternating": 16 train, 16 test) at a
     tiny size, and `run(**kw)` -> the values of a training run of a tiny VAANet on them (the
     trainer's tests). Generated once per test session."""
     from types import SimpleNamespace

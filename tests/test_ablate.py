@@ -23,10 +23,13 @@ def test_paper_plan_has_the_papers_rows():
 
 def test_markdown_puts_the_paper_beside_ours_for_ve8():
     rows = [{"attention": a, "streams": "visual", "loss": l, "per_class_accuracy": [0.5] * 8,
-             "accuracy": 0.5, "splits": 10, "paper_accuracy": ablate.PAPER_ACCURACY["ve8"].get((a, l))}
+             "accuracy": 0.5, "splits": 10, "split_rule": "random 2/3 x 10",
+             "paper_accuracy": ablate.PAPER_ACCURACY["ve8"].get((a, l))}
             for a, l in ablate.PAPER_ROWS]
     text = ablate.markdown({"dataset": "ve8", "classes": [f"c{i}" for i in range(8)], "rows": rows})
-    assert "| VS+VCW+VT+AT | visual | PCCE | " + " | ".join(["50.0"] * 9) + " | 54.5 |" in text
+    assert ("| VS+VCW+VT+AT | visual | PCCE | " + " | ".join(["50.0"] * 9)
+            + " | 10 | random 2/3 x 10 | 54.5 |") in text
+    assert "(mean of 10 random 2/3-1/3 splits)" in text
     assert "| VS+VCW+VT | visual | CE |" in text and "| 51.9 |" in text
     text = ablate.markdown({"dataset": "demo", "classes": ["a"], "rows": rows[:1]})
     assert "paper" not in text
@@ -50,8 +53,10 @@ def test_ablate_command_trains_each_row_and_writes_the_table(train_data, tmp_pat
     for x in rows:  # each row's accuracy is its run's best-model test accuracy
         res = json.loads((out / f"{x['attention']}-ce" / "results.json").read_text())
         assert float(x["accuracy"]) == pytest.approx(res["test_best"]["accuracy"])
+    assert [(x["splits"], x["split_rule"]) for x in rows] == [("1", "alternating")] * 2
     md = (out / "ablation.md").read_text()
     assert "| AT | audio | CE |" in md and md in r.output + "\n"
+    assert "| 1 | alternating |" in md
     assert "selected on validation" in md
 
 

@@ -31,19 +31,19 @@ def test_evaluate_twice_gives_identical_files(run_dir, tmp_path):
         assert r.exit_code == 0, r.output
         assert "accuracy" in r.output
         outputs.append({p.name: p.read_bytes() for p in (tmp_path / name).iterdir()})
-    assert sorted(outputs[0]) == ["eval-best-splitgiven-test.json", "predictions-best-splitgiven-test.csv"]
+    assert sorted(outputs[0]) == ["eval-best-splitalternating-test.json", "predictions-best-splitalternating-test.csv"]
     assert outputs[0] == outputs[1]
     # and the trainer's own test predictions of the best model are the same numbers
-    ours = list(csv.reader(open(tmp_path / "a" / "predictions-best-splitgiven-test.csv")))
+    ours = list(csv.reader(open(tmp_path / "a" / "predictions-best-splitalternating-test.csv")))
     trainer = list(csv.reader(open(run_dir / "predictions-best-test.csv")))
     assert ours == trainer
 
 
 def test_predictions_csv_and_metrics_agree(run_dir, tmp_path, train_data):
-    r = evaluate("--checkpoint", run_dir / "last.pt", "--data", train_data.path, "--split", "given",
+    r = evaluate("--checkpoint", run_dir / "last.pt", "--data", train_data.path, "--split", "alternating",
                  "--out", tmp_path)
     assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader(open(tmp_path / "predictions-last-splitgiven-test.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "predictions-last-splitalternating-test.csv")))
     classes = ["anger", "fear", "joy", "surprise"]
     assert len(rows) == 16 and list(rows[0])[:6] == ["id", "label", "prediction", "label_polarity",
                                                     "predicted_polarity", "correct"]
@@ -55,7 +55,7 @@ def test_predictions_csv_and_metrics_agree(run_dir, tmp_path, train_data):
         assert r["label_polarity"] == ("negative" if r["label"] in ("anger", "fear") else "positive")
     labels = [classes.index(r["label"]) for r in rows]
     preds = [classes.index(r["prediction"]) for r in rows]
-    report = json.loads((tmp_path / "eval-last-splitgiven-test.json").read_text())
+    report = json.loads((tmp_path / "eval-last-splitalternating-test.json").read_text())
     expected = metrics.classification_report(labels, preds, [0, 0, 1, 1])
     for k in ("accuracy", "polarity_accuracy", "macro_f1", "confusion", "per_class_accuracy"):
         assert report[k] == expected[k], k
@@ -66,7 +66,7 @@ def test_evaluate_errors(run_dir, tmp_path, train_data):
     r = evaluate("--data", train_data.path)
     assert r.exit_code == 2 and "either a run folder" in r.output
     r = evaluate("--run", run_dir, "--split", "3")
-    assert r.exit_code == 2 and "available splits: given" in r.output
+    assert r.exit_code == 2 and "available splits: alternating" in r.output
     r = evaluate("--run", tmp_path / "none")
     assert r.exit_code == 2 and "run folder not found" in r.output
     # a checkpoint trained for other classes than the data has

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cli import main
 from pipeline import format as fmt
 from pipeline.demo import make_demo_videos
+from pipeline.params import FORMAT_VERSION
 from pipeline.reader import ShardReader
 from tests import videos as gen
 
@@ -23,7 +24,7 @@ def processed(tmp_path_factory):
     gen.zero_byte(root / "fear" / "empty.mp4")
     r = CliRunner().invoke(main, [
         "preprocess", "--dataset", "demo", "--root", str(root), "--out", str(base / "out"),
-        "--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32",
+        "--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32", "--codec", "raw",
         "--max-long-side", "48", "--shard-size-mb", "0.06", "--jobs", "2", "-q"])
     assert r.exit_code == 1, r.output
     return base / "out"
@@ -37,15 +38,15 @@ def test_summary(processed):
     r = inspect(processed)
     assert r.exit_code == 0, r.output
     out = r.output
-    assert "dataset demo, format version 1" in out
+    assert f"dataset demo, format version {FORMAT_VERSION}" in out
     assert "videos: 6 (5 ok, 1 failed); 1 ok videos without audio" in out
     lines = {line.split()[1]: line.split() for line in out.splitlines()
              if line.strip() and line.split()[0].isdigit()}
-    # label, class, polarity, ok, failed, train, test (split given: sorted files alternate)
+    # label, class, polarity, ok, failed, train, test (split alternating: sorted files alternate)
     assert lines["anger"] == ["0", "anger", "negative", "1", "0", "1", "0"]
     assert lines["fear"] == ["1", "fear", "negative", "1", "1", "0", "1"]   # empty was train
     assert lines["joy"] == ["2", "joy", "positive", "2", "0", "1", "1"]
-    assert "splits (ok videos, train/test): given: 3/2" in out
+    assert "splits (ok videos, train/test): alternating: 3/2" in out
     assert "1 x zero-byte file: fear/empty" in out
     assert "MB in 3 shards" in out
     assert "frames=4" in out and "short_side=32" in out
@@ -64,7 +65,7 @@ def test_json_records(processed):
     assert by_id["fear/empty"]["status"] == "failed" and by_id["fear/empty"]["frames_shape"] is None
     assert by_id["joy/silent"]["has_audio"] is False
     assert by_id["joy/joy_00"]["frames_shape"] == [1, 2, 4, 32, 43, 3]
-    assert by_id["joy/joy_00"]["splits"] == {"given": "train"}
+    assert by_id["joy/joy_00"]["splits"] == {"alternating": "train"}
 
 
 def test_verify_passes_then_catches_damage(processed, tmp_path):

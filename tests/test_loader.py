@@ -8,6 +8,7 @@ import torch
 from pipeline import preprocess
 from pipeline.demo import AUDIO_RATE, encode
 from trainer import loader as loader_module
+from trainer import sampling
 from trainer.loader import ClipDataset, DataWaitMeter, make_loader, to_device_batch
 from pipeline.params import PreprocessParams
 from pipeline.reader import ShardReader
@@ -98,8 +99,10 @@ def test_train_item_is_a_random_piece_of_the_stored_video(reader):
         origins = [find_origin(stored, clip[i], seg, 6, 56) for i, seg in enumerate([1, 3])]
         assert all(len(o) == 1 for o in origins), origins
         (j0, s0, y0, x0), (j1, s1, y1, x1) = origins[0][0], origins[1][0]
-        assert (j0, y0, x0) == (j1, y1, x1)      # one snippet and one crop for the whole clip
-        picks.append((j0, s0, s1, y0, x0))
+        assert (y0, x0) == (y1, x1)              # one crop for the whole clip
+        # each segment's own snippet: the one snippet_choice draws for it this epoch
+        assert [j0, j1] == sampling.snippet_choice(2, 2, 3, epoch, 0).tolist()
+        picks.append((j0, j1, s0, s1, y0, x0))
         # same seed and epoch: the same sample
         assert torch.equal(ds[0]["visual"], torch.from_numpy(clip.copy()))
     assert len(set(picks)) == 4                   # every epoch cuts a different piece
@@ -290,3 +293,14 @@ def test_worker_batches_equal_the_stacked_items(reader):
     visual_only = ClipDataset(reader, reader.ids, config(streams="visual"), train=False)
     batch = visual_only.__getitems__([0, 1])
     assert batch["audio"].shape == (2, 0) and batch["visual"].shape == (2, 4, 8, 64, 64, 3)
+
+
+def test_audio_paper_mode_is_the_centre_crop_of_the_soundtrack(reader):
+    from tests.test_sampling import paper_audio_by_hand
+    ds = ClipDataset(reader, reader.ids, config(audio_len=40, audio_sampling="paper"), train=True)
+    for i, vid in enumerate(reader.ids):
+        got = ds[i]["audio"].numpy()
+        if not reader.meta(vid)["has_audio"]:
+            assert (got == 0).all()
+            continue
+        assert np.array_equal(got, paper_audio_by_hand(reader.mfcc(vid), 4, 40))

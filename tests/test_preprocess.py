@@ -19,11 +19,12 @@ from cli import main
 from pipeline import format as fmt
 from pipeline.demo import make_demo_videos
 from pipeline.reader import ShardReader
+from pipeline.params import FORMAT_VERSION
 from tests import videos as gen
 
 REPO = Path(__file__).resolve().parent.parent
 # tiny decode settings; ~0.06 MB shards hold two videos each, so a run makes several shards
-SMALL = ["--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32",
+SMALL = ["--segments", "2", "--snippets", "1", "--frames", "4", "--short-side", "32", "--codec", "raw",
          "--max-long-side", "48", "--shard-size-mb", "0.06", "--jobs", "2", "-q"]
 
 
@@ -97,9 +98,9 @@ def test_run_failures_no_audio_and_idempotent_rerun(videos, tmp_path):
     assert frames.shape == (2, 4, 32, 43, 3) and frames.dtype == np.uint8
     assert mfcc.shape[1] == 32 and mfcc.dtype == np.float32
     assert meta["sha1"] == hashlib.sha1((videos / "anger/anger_00.mp4").read_bytes()).hexdigest()
-    assert meta["splits"] == {"given": "train"}
+    assert meta["splits"] == {"alternating": "train"}
     params = json.loads((out / fmt.PARAMS).read_text())
-    assert params["params"]["frames"] == 4 and params["format_version"] == 1
+    assert params["params"]["frames"] == 4 and params["format_version"] == FORMAT_VERSION
     assert json.loads((out / fmt.SPLITS).read_text())["kind"] == "alternating"
 
     before = snapshot(out)
@@ -245,7 +246,7 @@ def test_dask_local_cluster(good, tmp_path):
 def test_demo_defaults():
     from pipeline.preprocess import default_params, demo_root
     p = default_params("demo")
-    assert (p.segments, p.snippets, p.frames, p.short_side, p.max_long_side) == (4, 2, 8, 64, 96)
+    assert (p.segments, p.snippets, p.frames, p.short_side, p.max_long_side) == (4, 8, 8, 64, 96)
     assert default_params("e6").segments == 10 and default_params("e6").short_side == 112
     assert demo_root(None, None) == Path("data/demo_videos")
     assert demo_root("runs/x/out", None) == Path("runs/x/demo_videos")

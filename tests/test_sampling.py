@@ -68,3 +68,26 @@ def test_audio_aligned_centred_clamped_tiled():
     expect = np.concatenate([short, short, short[:10]])
     assert (out[0] == expect).all() and (out[1] == expect).all()
     assert (sampling.audio_aligned(seq[:0], np.arange(2), 2, 1.0, 5, 100.0) == 0).all()
+
+
+def paper_audio_by_hand(mfcc, t, length):
+    """The paper's rule written out independently: centre crop of q frames, tiled when short."""
+    q = t * length
+    if len(mfcc) >= q:
+        lo = (len(mfcc) - q) // 2
+        crop = mfcc[lo:lo + q]
+    else:
+        crop = np.tile(mfcc, (q // len(mfcc) + 1, 1))[:q]
+    return np.stack(np.split(crop, t))
+
+
+@pytest.mark.parametrize("total", [1, 7, 24, 25, 100, 1001])
+def test_audio_paper_centre_crop_tile_split(total):
+    seq = np.random.default_rng(total).normal(size=(total, 3)).astype(np.float32)
+    out = sampling.audio_paper(seq, 4, 6)
+    assert out.shape == (4, 6, 3) and out.dtype == np.float32
+    assert np.array_equal(out, paper_audio_by_hand(seq, 4, 6))
+    if total >= 24:   # the crop is centred: as many frames left out before as after (+- 1)
+        first = int(np.flatnonzero((seq == out[0, 0]).all(1))[0])
+        assert abs(first - (total - 24 - first)) <= 1
+    assert (sampling.audio_paper(seq[:0], 2, 3) == 0).all()

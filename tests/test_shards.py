@@ -18,7 +18,7 @@ from pipeline.reader import ShardReader
 from pipeline.writer import ShardWriter
 
 CLASSES = ["anger", "joy"]
-PARAMS = PreprocessParams(segments=2, snippets=3, frames=4, short_side=8, max_long_side=12,
+PARAMS = PreprocessParams(segments=2, snippets=3, frames=4, short_side=8, max_long_side=12, codec="raw",
                           shard_size_mb=0.02)   # ~20 kB: a new shard every two videos
 
 
@@ -187,3 +187,87 @@ def test_reader_is_picklable_and_opens_files_per_process(tmp_path):
     with ShardReader(tmp_path) as r2:
         r2.frames(r2.ids[0])
     assert r2._files == {}
+
+
+def smooth(i, shape=(3, 2, 4, 32, 48, 3)):
+    """Picture-like frames: gradients and moving shapes plus mild grain (JPEG's fair case)."""
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:shape[3], 0:shape[4]].astype(np.float32)
+    out = np.empty(shape, np.uint8)
+    for n in np.ndindex(shape[:3]):
+        f = np.stack([x * 4 + 20 * sum(n), y * 5, 128 + 60 * np.sin((x + y + n[2]) / 6)], -1)
+        f += rng.normal(0, 3, f.shape)
+        out[n] = f.clip(0, 255)
+    return out
+
+
+def test_jpeg_codec_round_trips_within_the_stated_psnr(tmp_path):
+    from pipeline.codec import psnr
+    params = PreprocessParams(segments=2, snippets=3, frames=4, short_side=32, max_long_side=48)
+    assert params.codec == "jpeg" and params.quality == 90
+    w = ShardWriter(tmp_path, params, dataset="demo", classes=CLASSES, polarity=[0, 1],
+                    membership={}, split_names=["given"]).open()
+    frames = smooth(0)
+    w.add(video(0), frames, np.zeros((5, 32), np.float32), {"fps": 25.0}, sha1="h")
+    w.close()
+    r = ShardReader(tmp_path)
+    vid = video(0).id
+    got = r.frames(vid)
+    assert got.shape == frames.shape and got.dtype == np.uint8
+    assert psnr(got, frames) >= 35.0                   # README: >= 35 dB at quality 90
+    assert not np.array_equal(got, frames)             # lossy indeed: JPEG was stored
+    assert np.array_equal(r.frames(vid, snippet=1), got[1])
+    # a clip mixing snippets, segments and windows equals the same cut of the whole array
+    clip = r.clip(vid, snippets=[2, 0], segments=[1, 0], starts=[1, 0], k=3)
+    assert np.array_equal(clip, np.stack([got[2, 1, 1:4], got[0, 0, 0:3]]))
+    with h5py.File(tmp_path / "shard-00000.h5", "r") as f:
+        assert f.attrs["codec"] == "jpeg"
+        g = f[fmt.video_key(vid)]
+        assert fmt.FRAMES not in g and g[fmt.JPEG].dtype == np.uint8
+        assert len(g[fmt.JPEG_OFFSETS]) == 3 * 2 * 4 + 1
+        assert g[fmt.JPEG].size < frames.nbytes / 3    # compressed
+    r.close()
+
+
+def downgrade_to_version_1(out):
+    """Make a raw-codec output look as the vaanet before codecs wrote it (format 1)."""
+    index = json.loads((out / fmt.INDEX).read_text())
+    index["format_version"] = 1
+    for d in (index["params"],):
+        d.pop("codec"), d.pop("quality")
+        d["format_version"] = 1
+    (out / fmt.INDEX).write_text(json.dumps(index))
+    for shard in out.glob(fmt.SHARD_GLOB):
+        with h5py.File(shard, "r+") as f:
+            f.attrs["format_version"] = 1
+            del f.attrs["codec"]
+
+
+def test_version_1_output_is_read_as_raw_and_never_appended_to(tmp_path):
+    w = writer(tmp_path).open()
+    for i in range(3):
+        w.add(video(i), *fake(i), sha1="h")
+    w.close()
+    downgrade_to_version_1(tmp_path)
+    r = ShardReader(tmp_path)
+    assert r.params.codec == "raw"
+    for i in range(3):
+        assert np.array_equal(r.frames(video(i).id), fake(i)[0])
+    clip = r.clip(video(1).id, snippets=[2, 1], segments=[0, 1], starts=[0, 1], k=3)
+    assert np.array_equal(clip, np.stack([fake(1)[0][2, 0, :3], fake(1)[0][1, 1, 1:4]]))
+    r.close()
+    with pytest.raises(ValueError, match=r"format version 1, this vaanet writes version 2; "
+                                         r"run `vaanet preprocess --overwrite`"):
+        writer(tmp_path).open()
+
+
+def test_unknown_format_version_is_refused(tmp_path):
+    w = writer(tmp_path).open()
+    w.add(video(0), *fake(0), sha1="h")
+    w.close()
+    index = json.loads((tmp_path / fmt.INDEX).read_text())
+    index["format_version"] = 99
+    (tmp_path / fmt.INDEX).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"format version 99, this vaanet reads version 1 or 2; "
+                                         r"run `vaanet preprocess --overwrite`"):
+        ShardReader(tmp_path)

@@ -18,7 +18,7 @@ def videos(counts):
 
 def test_alternating_per_class_sorted():
     vs = videos({"anger": 5, "joy": 2})
-    sp = alternating(list(reversed(vs)))["given"]
+    sp = alternating(list(reversed(vs)))["alternating"]
     assert sp["train"] == ["anger/v00", "anger/v02", "anger/v04", "joy/v00"]
     assert sp["test"] == ["anger/v01", "anger/v03", "joy/v01"]
 
@@ -39,11 +39,11 @@ def test_stratified_two_thirds_per_class_and_seeded():
 def test_make_splits_follows_the_definition():
     vs = videos({"anger": 4, "joy": 4})
     e6 = make_splits(vs, load_definition("e6"))
-    assert e6["kind"] == "alternating" and list(e6["splits"]) == ["given"]
+    assert e6["kind"] == "alternating" and list(e6["splits"]) == ["alternating"]
     ve8 = make_splits(vs, load_definition("ve8"), seed=3)
     assert ve8["seed"] == 3 and list(ve8["splits"]) == [str(r) for r in range(10)]
     m = membership(e6["splits"])
-    assert m["anger/v00"] == {"given": "train"} and m["anger/v01"] == {"given": "test"}
+    assert m["anger/v00"] == {"alternating": "train"} and m["anger/v01"] == {"alternating": "test"}
 
 
 def test_text_split_file(tmp_path):

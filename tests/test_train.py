@@ -27,7 +27,7 @@ def test_tiny_model_learns_the_demo_signal(trained):
     out, res = trained
     # 4 classes: chance is 25 %; colour and pitch together make the demo easy to learn
     assert res["test_best"]["accuracy"] >= 0.6, res["test_best"]
-    assert res["test_best"]["n"] == 16 and res["split"] == "given"
+    assert res["test_best"]["n"] == 16 and res["split"] == "alternating"
 
 
 def test_the_fused_model_beats_each_stream_alone_on_the_demo(train_data, tmp_path):
@@ -129,7 +129,7 @@ def test_bad_inputs_get_clear_usage_errors(train_data, trained, tmp_path):
     assert r.exit_code == 2 and "shard files listed in index.json are missing" in r.output
 
     r = cli(*base, "--data", data, "--split", "7", "--out", tmp_path / "o")
-    assert r.exit_code == 2 and "split '7' is not in the data; available splits: given" in r.output
+    assert r.exit_code == 2 and "split '7' is not in the data; available splits: alternating" in r.output
 
     r = cli(*base, "--data", data, "--attn", "VS+VCV", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "unknown attention 'VCV'" in r.output and "VS, VCW, VT, AT" in r.output
@@ -161,13 +161,13 @@ def test_split_all_writes_the_protocol_summary(train_data, tmp_path):
     out = tmp_path / "all"
     summary = run_all_splits(run_config.resolve(train_data.run(out, epochs=1, val_fraction=0, split="all")),
                              quiet=True)
-    # the demo data has one split ("given"); VE-8 shards have "0".."9"
-    assert [r["split"] for r in summary["rows"]] == ["given"]
-    res = json.loads((out / "split-given" / "results.json").read_text())
+    # the demo data has one split ("alternating"); VE-8 shards have "0".."9"
+    assert [r["split"] for r in summary["rows"]] == ["alternating"]
+    res = json.loads((out / "split-alternating" / "results.json").read_text())
     assert summary["mean"]["accuracy"] == res["test_best"]["accuracy"]
     assert "mean +- std" in (out / "summary.md").read_text()
     rows = list(csv.DictReader(open(out / "summary.csv")))
-    assert [r["split"] for r in rows] == ["given", "mean", "std"]
+    assert [r["split"] for r in rows] == ["alternating", "mean", "std"]
     assert list(rows[0])[-4:] == ["acc_anger", "acc_fear", "acc_joy", "acc_surprise"]
     assert (out / "config.json").is_file()
 
@@ -183,7 +183,7 @@ def test_validation_carve_out_is_seeded_stratified_and_disjoint(train_data):
     from trainer.data import open_data
     from trainer.data import carve_validation
     reader = open_data(train_data.path)
-    ids = reader.split_ids("given", "train")
+    ids = reader.split_ids("alternating", "train")
     tr, val = carve_validation(reader, ids, 0.25, seed=0)
     assert sorted(tr + val) == sorted(ids) and not set(tr) & set(val)
     assert sorted(v.split("/")[0] for v in val) == ["anger", "fear", "joy", "surprise"]  # 1 of 4 each

@@ -75,7 +75,8 @@ def test_explicit_streams_override_and_conflicts():
 def test_presets_and_round_trip():
     paper, official, demo = preset("paper"), preset("official"), preset("demo")
     assert (paper.segments, paper.frames, paper.crop, paper.visual_depth) == (10, 16, 112, 101)
-    assert paper.audio_segments == 10 and paper.audio_sampling == "aligned"
+    assert paper.audio_segments == 10 and paper.audio_sampling == "paper"
+    assert paper.audio_len * paper.audio_segments == 4800                 # q: 48 s at 100 frames/s
     assert not paper.freeze_visual and not paper.frozen_bn_updates and not paper.unused_visual_fc
     assert (official.segments, official.audio_segments, official.audio_len) == (12, 16, 256)
     assert official.freeze_visual and official.frozen_bn_updates and official.norm == "official"
@@ -195,15 +196,50 @@ def test_frozen_backbone_batchnorm(bn_updates):
 
 @pytest.mark.slow
 def test_paper_preset_full_size_forward():
-    """3D ResNet-101 at 16 x 112 x 112 and the audio ResNet-18 on 256 x 32, batch 1, t = 1."""
+    """3D ResNet-101 at 16 x 112 x 112 and the audio ResNet-18 on 480 x 32, batch 1, t = 1."""
     cfg = preset("paper", segments=1, audio_segments=1)
     model = VAANet(cfg).eval()
     assert model.backbone.out_channels == 2048 and model.positions == 16
     visual, audio = demo_inputs(cfg, batch=1)
-    assert visual.shape == (1, 1, 3, 16, 112, 112) and audio.shape == (1, 1, 256, 32)
+    assert visual.shape == (1, 1, 3, 16, 112, 112) and audio.shape == (1, 1, 480, 32)
     with torch.no_grad():
         out = model(visual, audio)
     assert out.logits.shape == (1, 8)
     assert out.spatial.shape == (1, 1, 16) and out.channel.shape == (1, 1, 512)
     assert out.temporal.shape == (1, 1) and out.audio_temporal.shape == (1, 1)
     assert torch.isfinite(out.logits).all()
+
+
+def test_paper_literal_fields_follow_the_equations():
+    from model.config import PAPER_LITERAL
+    cfg = small(**PAPER_LITERAL)
+    model = VAANet(cfg).eval()
+    # no 2048 -> 512 reduction: the attentions see the backbone's channels (512 for ResNet-10)
+    assert isinstance(model.reduce, torch.nn.Identity)
+    assert model.channel.fc.in_features == model.backbone.out_channels
+    # plain bilinear scorers: one Conv1d, no BN, no tanh
+    for m in (model.spatial, model.channel, model.temporal, model.audio_temporal):
+        assert [type(x).__name__ for x in m.conv] == ["Conv1d"]
+    assert isinstance(model.audio_embed, torch.nn.Identity)
+    assert model.classifier.in_features == model.backbone.out_channels + 512
+    out = model(*random_inputs(cfg, batch=2))
+    assert out.logits.shape == (2, cfg.num_classes)
+    # no x P: spatial weights are a softmax (sum 1); Eq. 9 sums the weighted segments
+    assert torch.allclose(out.spatial.sum(-1), torch.ones(2, cfg.segments), atol=1e-5)
+    x = torch.randn(3, 8, 4)
+    t = model.temporal.__class__(8, 4, None, scorer_kind="linear", pool="sum").eval()
+    v, w = t(x)
+    assert torch.allclose(v, (x * w.unsqueeze(1)).sum(-1), atol=1e-6)
+    # the default (authors' code) keeps BN + tanh and the x P scaling
+    default = VAANet(small()).eval()
+    assert [type(x).__name__ for x in default.spatial.conv] == ["Conv1d", "BatchNorm1d", "Tanh"]
+    d = default(*random_inputs(small(), batch=2))
+    assert torch.allclose(d.spatial.sum(-1), torch.full((2, 2), float(default.positions)), atol=1e-4)
+    with pytest.raises(ValueError, match="attention_scorer must be one of"):
+        small(attention_scorer="softmax")
+
+
+def test_audio_crop_sets_the_segment_length():
+    assert small(audio_crop=40).audio_len == 20
+    with pytest.raises(ValueError, match="multiple of audio_segments"):
+        small(audio_crop=41)

@@ -40,6 +40,21 @@ PAPER_ACCURACY = {
 }
 
 
+# how the paper's numbers were obtained, shown beside them
+PAPER_PROTOCOL = {"ve8": "mean of 10 random 2/3-1/3 splits", "e6": "the given 819/818 split"}
+
+
+def split_rule(data_dir) -> str:
+    """How the data's splits were made, from its splits.json: 'alternating', 'random' (with the
+    split count), 'file' (--split-file), or '-' when unknown."""
+    try:
+        d = json.loads((Path(data_dir) / "splits.json").read_text())
+    except (OSError, ValueError):
+        return "-"
+    kind = d.get("kind", "-")
+    return f"random 2/3 x {len(d['splits'])}" if kind == "random" else kind
+
+
 def plan(attns: list[str], losses: list[str]) -> list[tuple[str, str]]:
     """The (attention spec, loss) rows to run, attention specs in canonical form, no repeats."""
     from model.config import format_attention, parse_attention
@@ -64,6 +79,7 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
     rows = plan(attns, losses)
     reader = open_data(cfg.data)
     dataset, classes = reader.dataset, list(reader.classes)
+    rule = split_rule(reader.root)
     reader.close()
     out = Path(cfg.out)
     results = []
@@ -87,6 +103,7 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
             acc, per_class, n_splits = res["test_best"]["accuracy"], res["test_best"]["per_class_accuracy"], 1
         results.append({"attention": attn, "streams": streams_for(parse_attention(attn)), "loss": loss,
                         "per_class_accuracy": per_class, "accuracy": acc, "splits": n_splits,
+                        "split_rule": rule,
                         "paper_accuracy": PAPER_ACCURACY.get(dataset, {}).get((attn, loss))})
     table = {"dataset": dataset, "classes": classes, "rows": results,
              "selected_on": "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"}
@@ -102,15 +119,18 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
 def markdown(table: dict) -> str:
     classes = table["classes"]
     paper = table["dataset"] in PAPER_ACCURACY
-    head = ["attention", "streams", "loss", *classes, "accuracy"] + (["paper"] if paper else [])
+    head = ["attention", "streams", "loss", *classes, "accuracy", "splits", "split rule"] + \
+        (["paper"] if paper else [])
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    note = f"; 'paper' = the VAANet paper's accuracy for {table['dataset'].upper()}" if paper else ""
+    note = (f"; 'paper' = the VAANet paper's accuracy for {table['dataset'].upper()} "
+            f"({PAPER_PROTOCOL.get(table['dataset'], '')}): comparable only with the same "
+            "split rule and number of splits" if paper else "")
     lines = [f"Ablation on {table['dataset']}: test accuracy (%) of the model selected on "
              f"{table.get('selected_on', 'validation')}{note}",
              "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in table["rows"]:
         cells = [r["attention"], r["streams"], r["loss"].upper(), *[pct(a) for a in r["per_class_accuracy"]],
-                 pct(r["accuracy"])]
+                 pct(r["accuracy"]), str(r.get("splits", "-")), r.get("split_rule", "-")]
         if paper:
             cells.append("-" if r["paper_accuracy"] is None else f"{r['paper_accuracy']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -122,11 +142,11 @@ def write_csv(path: Path, table: dict) -> None:
     with atomic.open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attention", "streams", "loss", *[f"acc_{c}" for c in classes], "accuracy", "splits",
-                    "paper_accuracy_pct"])
+                    "split_rule", "paper_accuracy_pct"])
         for r in table["rows"]:
             fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
             w.writerow([r["attention"], r["streams"], r["loss"], *[fmt(a) for a in r["per_class_accuracy"]],
-                        fmt(r["accuracy"]), r["splits"],
+                        fmt(r["accuracy"]), r["splits"], r.get("split_rule", ""),
                         "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
 
 

@@ -1,13 +1,14 @@
 """The streaming loader: HDF5 shards -> uint8 clips -> the device.
 
-Per sample a worker does one contiguous read of one snippet of every segment (uint8, final
-resolution) and copies the crop out of it straight into the batch, which the worker allocates in
-shared memory, so handing it to the main process copies nothing more. Frames stay channels-last
+Per sample a worker reads, for every segment, the snippet (start position) drawn for it, one
+contiguous read per segment (uint8 frames at final resolution; JPEG frames, the default codec,
+are decoded here, in the worker), and copies the crop out of it straight into the batch, which
+the worker allocates in shared memory, so handing it to the main process copies nothing more. Frames stay channels-last
 ([t, k, crop, crop, 3], as stored) on the CPU; the permute to the model's channels-first layout,
 the flip, float conversion and normalisation happen on the device (permute and flip here in
 `to_device_batch`, the rest in the model), so the CPU work per sample is a read and one copy.
 
-    ds = ClipDataset(reader, reader.split_ids("given", "train"), cfg, train=True, seed=0)
+    ds = ClipDataset(reader, reader.split_ids("alternating", "train"), cfg, train=True, seed=0)
     loader = make_loader(ds, batch_size=32, train=True, workers=4, seed=0)
     meter = DataWaitMeter()
     for epoch in range(epochs):
@@ -47,9 +48,10 @@ class ClipDataset(Dataset):
 
     Item: dict(visual uint8 [t, k, crop, crop, 3] (channels-last; `to_device_batch` makes it
     [t, 3, k, crop, crop] on the device), audio float32 [t_a, L, n_mfcc], label int64, index
-    int64); `__getitems__` builds a whole batch of them at once. Train: random snippet, random k-frame window per segment (when
-    the shards hold more frames), random crop. Eval: the middle snippet (S // 2), the centred
-    window, the centre crop. A stream the config switches off comes back as an empty tensor
+    int64); `__getitems__` builds a whole batch of them at once. Train: per segment a snippet of
+    the S stored ones drawn anew every epoch (sampling.snippet_choice) and a random k-frame
+    window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
+    (S // 2), the centred window, the centre crop. A stream the config switches off comes back as an empty tensor
     (and is not read).
     """
 
@@ -90,7 +92,7 @@ class ClipDataset(Dataset):
         self.audio_segments = int(_cfg(cfg, "audio_segments", self.segments))
         self.audio_len = int(_cfg(cfg, "audio_len"))
         self.n_mfcc = int(_cfg(cfg, "n_mfcc", params.n_mfcc))
-        self.audio_mode = getattr(cfg, "audio_sampling", "aligned")
+        self.audio_mode = getattr(cfg, "audio_sampling", "paper")
         if self.audio_mode not in sampling.AUDIO_MODES:
             raise ValueError(f"audio_sampling must be one of {sampling.AUDIO_MODES}, "
                              f"got {self.audio_mode!r}")
@@ -120,7 +122,7 @@ class ClipDataset(Dataset):
         vid = self.ids[index]
         meta = self.reader.meta(vid)
         rng = self.rng(index, epoch)
-        visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng)))
+        visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng, epoch, index)))
                   if self.use_visual else torch.zeros(0, dtype=torch.uint8))
         audio = torch.from_numpy(self._audio(vid, meta)) if self.use_audio else torch.zeros(0)
         return {"visual": visual, "audio": audio,
@@ -143,24 +145,22 @@ class ClipDataset(Dataset):
             vid = self.ids[i]
             meta = self.reader.meta(vid)
             if self.use_visual:
-                np.copyto(visual[b].numpy(), self._visual(vid, meta, self.rng(i, epoch)))
+                np.copyto(visual[b].numpy(), self._visual(vid, meta, self.rng(i, epoch), epoch, i))
             if self.use_audio:
                 audio[b] = torch.from_numpy(self._audio(vid, meta))
             label[b], index[b] = int(meta["label"]), i
         return {"visual": visual, "audio": audio, "label": label, "index": index}
 
-    def _visual(self, vid, meta, rng) -> np.ndarray:
+    def _visual(self, vid, meta, rng, epoch: int = 0, index: int = 0) -> np.ndarray:
         """The sample's [t, k, crop, crop, 3] uint8 clip (a view into one read where possible)."""
         n_snip, n_seg, n_frames, height, width, _ = meta["frames_shape"]
-        snippet = sampling.snippet_index(n_snip, rng)
+        snippets = sampling.snippet_choice(n_snip, self.segments,
+                                           self.seed if rng is not None else None, epoch, index)
         starts = sampling.frame_starts(n_frames, self.frames, self.segments, rng)
         y, x = sampling.crop_origin(height, width, self.crop, rng)
-        clip = self.reader.frames(vid, snippet=snippet)  # [t, k, H, W, 3], one contiguous read
-        k, c = self.frames, self.crop
-        seg = self.segment_idx
-        if np.array_equal(seg, np.arange(n_seg)) and (starts == starts[0]).all():
-            return clip[:, starts[0]:starts[0] + k, y:y + c, x:x + c]  # a view, no copy yet
-        return clip[seg[:, None], starts[:, None] + np.arange(k), y:y + c, x:x + c]
+        clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames)
+        c = self.crop
+        return clip[:, :, y:y + c, x:x + c]
 
     def _audio(self, vid, meta) -> np.ndarray:
         shape = (self.audio_segments, self.audio_len, self.n_mfcc)
@@ -169,6 +169,8 @@ class ClipDataset(Dataset):
         mfcc = np.asarray(self.reader.mfcc(vid), dtype=np.float32)
         if self.audio_mode == "official":
             out = sampling.audio_official(mfcc, self.audio_segments, self.audio_len)
+        elif self.audio_mode == "paper":
+            out = sampling.audio_paper(mfcc, self.audio_segments, self.audio_len)
         else:
             duration = meta.get("duration") or len(mfcc) / self.audio_rate
             out = sampling.audio_aligned(mfcc, self.audio_segment_idx, self.stored_segments,

@@ -2,7 +2,8 @@
 
 VE-8: 10 runs, each on its own random 2/3 train / 1/3 test split of every class (the shards
 hold them as splits "0".."9"); the result is the mean (and std) of the 10 test accuracies.
-E-6: its one given split. `vaanet train --split all` trains one run per split of the data into
+E-6: its one given 819/818 split (not shipped with the dataset: without --split-file the shards
+hold the "alternating" split instead, which is not the paper's). `vaanet train --split all` trains one run per split of the data into
 RUN_DIR/split-<name>/ and writes RUN_DIR/summary.md and summary.csv: test accuracy, mean class
 accuracy, polarity accuracy, macro-F1 and per-class accuracy of every split (best model, i.e.
 selected on validation), then mean and sample std over the splits.
@@ -48,6 +49,8 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                                   resume=cfg.resume and (sub_dir / "last.pt").is_file())
         per_split[s] = train(sub, quiet=quiet)
     summary = summarize(per_split, classes)
+    from trainer.ablate import split_rule
+    summary["split_rule"] = split_rule(reader.root)
     summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
     if distributed.rank() == 0:
         write_summary(run_dir, summary)
@@ -78,7 +81,8 @@ def summary_markdown(summary: dict) -> str:
     keys = [*COLUMNS, *[f"acc_{c}" for c in classes]]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = [f"Test metrics (%) of the {summary['which']} model of each split "
-             f"({len(summary['rows'])} splits), selected on {summary.get('selected_on', 'validation')}", "",
+             f"({len(summary['rows'])} splits, split rule {summary.get('split_rule', '-')}), "
+             f"selected on {summary.get('selected_on', 'validation')}", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in summary["rows"]:
         lines.append(f"| {row['split']} | " + " | ".join(pct(row[k]) for k in keys) + " |")

@@ -2,9 +2,13 @@
 
 Pure index arithmetic over numpy arrays, shared by the streaming loader and its tests:
   - segments: evenly spaced when the model wants a different count than the shards hold,
+  - snippets: which of the S stored start positions of each segment (the middle one in eval; in
+              train drawn anew every epoch, per segment, see `snippet_choice`),
   - frames:   a window of k frames inside each stored snippet (centred in eval, random in train),
   - crop:     a square at a random (train) or central (eval) position,
-  - audio:    MFCC windows, either as the official code cuts them or aligned with the segments.
+  - audio:    MFCC windows: the paper's centre crop of the whole soundtrack split into equal
+              segments, the official code's cut from the start, or this project's windows
+              aligned with the visual segments.
 Every random choice takes an explicit numpy Generator; `rng=None` means the deterministic
 evaluation choice.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-AUDIO_MODES = ("aligned", "official")
+AUDIO_MODES = ("paper", "aligned", "official")
 
 
 def segment_indices(stored: int, wanted: int) -> np.ndarray:
@@ -30,6 +34,26 @@ def snippet_index(stored: int, rng: np.random.Generator | None) -> int:
     if rng is None:
         return stored // 2
     return int(rng.integers(stored))
+
+
+def snippet_choice(stored: int, segments: int, seed: int | None, epoch: int = 0,
+                   index: int = 0) -> np.ndarray:
+    """The stored snippet (start position) each of `segments` segments reads, int64 [segments].
+
+    Eval (seed None): the middle one, S // 2, for every segment. Train: the paper's random
+    snippet per segment, drawn anew every epoch, a pure function of (seed, epoch, index). Draws
+    are without replacement inside each block of S epochs: every segment visits its S positions
+    in its own random order in epochs 0..S-1, in a new order in S..2S-1, and so on, so that
+    S epochs already see every stored position once (independent draws would miss about a
+    third of them)."""
+    if stored <= 0:
+        raise ValueError(f"stored snippet count must be positive, got {stored}")
+    if seed is None:
+        return np.full(segments, stored // 2, dtype=np.int64)
+    block, step = divmod(int(epoch), stored)
+    rng = np.random.default_rng([int(seed), block, int(index), 1])
+    order = rng.permuted(np.tile(np.arange(stored), (segments, 1)), axis=1)
+    return order[:, step].astype(np.int64)
 
 
 def frame_starts(stored: int, wanted: int, segments: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -68,9 +92,25 @@ def audio_official(mfcc: np.ndarray, segments: int, length: int) -> np.ndarray:
     return tile_to(mfcc, segments * length).reshape(segments, length, n).astype(np.float32, copy=False)
 
 
+def audio_paper(mfcc: np.ndarray, segments: int, length: int) -> np.ndarray:
+    """The paper's audio input ("Audio Representation Extraction"): the MFCC of the whole
+    soundtrack centre-cropped to q = segments * length frames (tiled from its start when
+    shorter), split into `segments` equal consecutive parts -> [segments, length, n]."""
+    n, q = mfcc.shape[1], segments * length
+    if len(mfcc) == 0:
+        return np.zeros((segments, length, n), np.float32)
+    if len(mfcc) >= q:
+        first = (len(mfcc) - q) // 2
+        crop = mfcc[first:first + q]
+    else:
+        crop = tile_to(mfcc, q)
+    return crop.reshape(segments, length, n).astype(np.float32, copy=False)
+
+
 def audio_aligned(mfcc: np.ndarray, segments: np.ndarray, stored_segments: int, duration: float,
                   length: int, frame_rate: float) -> np.ndarray:
-    """Audio windows aligned with visual segments -> [len(segments), length, n].
+    """Audio windows aligned with visual segments -> [len(segments), length, n] (this project's
+    mode, not the paper's: each visual segment gets the sound around its middle).
 
     Stored segment s covers [s, s + 1) * duration / stored_segments seconds; its window is the
     `length` MFCC frames centred on the middle of that span, shifted to stay inside the sequence.
