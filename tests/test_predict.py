@@ -31,7 +31,7 @@ def test_predict_matches_evaluate_on_the_shards_of_the_same_videos(run_dir, trai
     r = invoke("evaluate", "--run", run_dir, "--out", tmp_path, "--device", "cpu")
     assert r.exit_code == 0, r.output
     evaluated = {row["id"]: row for row in
-                 csv.DictReader(open(tmp_path / "predictions-best-splitgiven-test.csv"))}
+                 csv.DictReader(open(tmp_path / "predictions-best-splitalternating-test.csv"))}
     with ShardReader(train_data.path) as reader:
         sources = {reader.meta(i)["source"]: i for i in evaluated}
     r = invoke("predict", *sources, "--run", run_dir, "--out", tmp_path / "p.json", "--device", "cpu",

@@ -145,7 +145,7 @@ def load_model(checkpoint=None, run=None, which: str = "best", device: str = "au
 # ---- decoded videos served as a shard reader ------------------------------------------------
 
 class DecodedVideos:
-    """What ClipDataset reads from a ShardReader (ids, params, meta, frames, mfcc), for videos
+    """What ClipDataset reads from a ShardReader (ids, params, meta, frames, clip, mfcc), for videos
     decoded in memory by pipeline.extract; ids are the videos' positions as strings."""
 
     def __init__(self, params: PreprocessParams, extracted: dict):
@@ -161,6 +161,18 @@ class DecodedVideos:
     def frames(self, vid: str, snippet: int | None = None) -> np.ndarray:
         f = self.items[vid].frames
         return f if snippet is None else f[snippet]
+
+    def clip(self, vid: str, snippets, segments, starts, k: int) -> np.ndarray:
+        """As ShardReader.clip, from the decoded frames [S, t, K, H, W, 3] (through the JPEG codec
+        when the checkpoint's data stored JPEG, so the model sees what evaluation sees)."""
+        f = self.items[vid].frames
+        out = np.stack([f[j, i, s:s + k] for j, i, s in zip(snippets, segments, starts)])
+        if self.params.codec == "jpeg":  # the frames as the shards hold them: same encoder, same decoder
+            from pipeline.codec import decode_into, encode_frames
+            enc = encode_frames(out, self.params.quality)
+            flat = np.empty((out.size // np.prod(out.shape[-3:]), *out.shape[-3:]), np.uint8)
+            out = decode_into(enc.data, enc.offsets, flat).reshape(out.shape)
+        return out
 
     def mfcc(self, vid: str) -> np.ndarray:
         return self.items[vid].mfcc
