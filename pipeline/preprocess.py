@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline import format as fmt
 from pipeline.datasets import folder_definition, load_definition, scan
-from pipeline.params import FORMAT_VERSION, PreprocessParams
+from pipeline.params import FORMAT_VERSION, PreprocessParams, official_params
 from pipeline.splits import make_splits, membership
 
 # smaller frames and fewer segments for the built-in demo (the "demo" model preset matches)
@@ -60,6 +60,23 @@ class RunResult:
 
 def default_params(dataset: str) -> PreprocessParams:
     return PreprocessParams(**DEMO_PARAMS) if dataset == "demo" else PreprocessParams()
+
+
+def profile_params(dataset: str, profile: str = "paper", mfcc: str | None = None,
+                   changes: dict | None = None) -> PreprocessParams:
+    """The parameters of `vaanet preprocess --profile P --mfcc M` plus the options given
+    (`changes`). The librosa recipe's window is nfft samples: without --winlen it gets that.
+    Raises ValueError for a combination PreprocessParams refuses."""
+    changes = dict(changes or {})
+    if mfcc is not None:
+        changes["mfcc"] = mfcc
+    if profile == "official":
+        return official_params(**changes)
+    base = default_params(dataset)
+    if changes.get("mfcc") == "librosa" and "winlen" not in changes:
+        nfft, rate = changes.get("nfft", base.nfft), changes.get("sample_rate", base.sample_rate)
+        changes["winlen"] = nfft / rate
+    return base.replace(**changes)
 
 
 def file_sha1(path, block: int = 1 << 20) -> str:
