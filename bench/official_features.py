@@ -146,7 +146,7 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray) -> dict:
     r = dict(frames=f"{len(ours)}/{len(ref)}", corr_min=corr.min(), corr_median=np.median(corr),
              max_abs=np.abs(a - b).max(), range=f"[{a.min():.0f}, {a.max():.0f}]")
     print(f"{name:<46} frames {r['frames']:>11}  corr min {r['corr_min']:.6f} median "
-          f"{r['corr_median']:.6f}  interior max |diff| {r['max_abs']:9.4f}  range {r['range']}")
+          f"{r['corr_median']:.6f}  interior max |diff| {r['max_abs']:9.3g}  range {r['range']}")
     return r
 
 

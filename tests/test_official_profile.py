@@ -111,8 +111,8 @@ def test_audio_is_the_authors_mp3_librosa_chain(tmp_path):
     assert ex.info["has_audio"] and ex.mfcc.shape == ref.shape
     inner = slice(4, -4)
     corr = [np.corrcoef(ex.mfcc[inner, i], ref[inner, i])[0, 1] for i in range(32)]
-    assert min(corr) >= 0.999
-    assert np.abs(ex.mfcc[inner] - ref[inner]).max() <= 1.0
+    assert min(corr) >= 0.999999
+    assert np.abs(ex.mfcc[inner] - ref[inner]).max() <= 0.01   # float rounding only
     assert ex.mfcc[:, 0].mean() < -100    # librosa's scale (dB through an ortho DCT), not psf's
 
 
