@@ -114,6 +114,7 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
       vaanet preprocess --dataset e6 --root ~/data/Ekman6 --split-file e6_split.txt
       vaanet preprocess --dataset ve8 --root ~/data/VideoEmotion8 --jobs 8
       vaanet preprocess --dataset folder --root my_videos --polarity-file polarity.txt
+      vaanet preprocess --dataset ve8 --root ~/data/VE8 --profile official --out ve8-official
 
     \b
     Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),

@@ -148,9 +148,12 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
     for k, v in (source or {}).items():
         if k in old and old[k] != v:
             diffs.append(f"{k} {old[k]} -> {v}")
+    # a parameter added after the output was made has the default that reproduces what was done
+    defaults = PreprocessParams().to_dict()
     for k in sorted(set(old["params"]) | set(new)):
-        if old["params"].get(k) != new.get(k):
-            diffs.append(f"{k} {old['params'].get(k)} -> {new.get(k)}")
+        was = old["params"].get(k, defaults.get(k))
+        if was != new.get(k):
+            diffs.append(f"{k} {was} -> {new.get(k)}")
     if diffs:
         raise OutputRefused(f"{out} was preprocessed with other settings ({'; '.join(diffs)}). "
                              "Rerun with the same settings to resume, pass --overwrite to "

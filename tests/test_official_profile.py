@@ -129,3 +129,14 @@ def test_profile_and_recipe_are_recorded_in_params_json(tmp_path):
     params = json.loads((out / "params.json").read_text())["params"]
     assert params["profile"] == "official" and params["mfcc"] == "librosa"
     assert {k: params[k] for k in OFFICIAL} == OFFICIAL
+
+
+def test_an_output_made_before_the_profile_fields_still_resumes(tmp_path):
+    import json
+    from pipeline.preprocess import OutputRefused, check_output
+    params = PreprocessParams()
+    old = {k: v for k, v in params.to_dict().items() if k not in ("profile", "mfcc")}
+    (tmp_path / "params.json").write_text(json.dumps({"dataset": "e6", "params": old}))
+    check_output(tmp_path, "e6", params, overwrite=False)         # the same settings: resumes
+    with pytest.raises(OutputRefused, match="mfcc psf -> librosa"):
+        check_output(tmp_path, "e6", params.replace(mfcc="librosa", winlen=512 / 16000), False)
