@@ -52,8 +52,9 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     resampy's loop, output sample by output sample, weighs x[n - i] and x[n + 1 + k] by its
     filter table, linearly interpolated, at steps of int(scale * TABLE_STEPS) entries (not the
     exact scale * TABLE_STEPS: rounded down, which an exactly evaluated filter would not copy:
-    -60 dB of difference for 48 -> 44.1 kHz, up to 0.09 in the MFCC). The fractional position repeats every `up` outputs for the ratio up / down, so
-    the weights are computed once per phase and applied as one matrix product per phase."""
+    -60 dB of difference for 48 -> 44.1 kHz, up to 0.09 in the MFCC). The fractional
+    position repeats every `up` outputs for the ratio up / down, so the weights are computed
+    once per phase and applied as one matrix product per phase."""
     y = np.asarray(y, dtype=np.float64)
     if sr_in == sr_out:
         return y.copy()
@@ -78,7 +79,8 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
             i = np.arange((len(table) - offset) // step)
             taps = offset + i * step
             # left wing: x[n0 - i] at w[width - 1 - i]; right wing: x[n0 + 1 + i] at w[width + i]
-            w[width - 1 - i if side == "left" else width + i] = table[taps] + (pos - offset) * delta[taps]
+            at = width - 1 - i if side == "left" else width + i
+            w[at] = table[taps] + (pos - offset) * delta[taps]
         count = len(range(p, n_floor, up))
         frames = as_strided(padded[n0 + 1:], (count, 2 * width),
                             (down * padded.itemsize, padded.itemsize), writeable=False)

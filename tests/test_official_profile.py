@@ -43,7 +43,8 @@ def test_audio_tiling_is_the_authors_np_tile(T):
 
 
 def test_profile_fixes_the_authors_values():
-    assert (P.segments, P.frames, P.sample_rate, P.n_mfcc, P.nfft, P.mfcc) == (12, 16, 44100, 32, 2048, "librosa")
+    assert (P.segments, P.frames, P.sample_rate, P.n_mfcc, P.nfft, P.mfcc) == \
+        (12, 16, 44100, 32, 2048, "librosa")
     assert round(P.winstep * P.sample_rate) == 512 and round(P.winlen * P.sample_rate) == 2048
     with pytest.raises(ValueError, match="segments 10 \\(needs 12\\)"):
         official_params(segments=10)
