@@ -117,9 +117,19 @@ def _param_option(name, help):
 @click.option("--winlen", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="MFCC window length in seconds  [default: 0.025]")
 @click.option("--winstep", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
-              help="MFCC hop in seconds  [default: 0.01, i.e. 100 frames/s]. The authors' code: "
-                   "--sample-rate 44100 --winlen 0.0464399 --winstep 0.0116100 --nfft 2048 "
-                   "(2048 / 512 samples).")
+              help="MFCC hop in seconds  [default: 0.01, i.e. 100 frames/s]. The authors' "
+                   "features: --profile official.")
+@click.option("--profile", type=click.Choice(["paper", "official"]), default="paper",
+              show_default=True,
+              help="official: the data the authors' checkpoints were trained on (for `vaanet "
+                   "import-checkpoint` models): 12 segments of 16 frames, every frame through "
+                   "JPEG at height 240 first, the sound through an MP3 round trip and librosa's "
+                   "MFCC (32 per 2048 samples, hop 512, 44.1 kHz). Options it fixes cannot be "
+                   "changed; --short-side, --max-long-side, --snippets and the rest can.")
+@click.option("--mfcc", "mfcc_recipe", type=click.Choice(["psf", "librosa"]), default=None,
+              help="MFCC recipe: python_speech_features' (psf, default of the paper profile) or "
+                   "librosa's (the authors' code; windows of --nfft samples, hop --winstep)  "
+                   "[default: psf; official: librosa]")
 @click.option("--shard-size-mb", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="MB", help="Target shard file size  [default: 1024]")
 @click.option("--seed", type=int, default=None,
@@ -129,7 +139,7 @@ def _param_option(name, help):
 @click.option("--retry-failed", is_flag=True, help="Decode videos that failed before again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, limit, shard_size_mb,
-               seed, overwrite, retry_failed, quiet, **overrides):
+               seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, **overrides):
     """Decode every video once into HDF5 shards that `vaanet train` streams.
 
     \b
@@ -159,6 +169,7 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
       vaanet preprocess --dataset e6 --root ~/data/Ekman6 --split-file e6_split.txt
       vaanet preprocess --dataset ve8 --root ~/data/VideoEmotion8 --jobs 8
       vaanet preprocess --dataset folder --root my_videos --polarity-file polarity.txt
+      vaanet preprocess --dataset ve8 --root ~/data/VE8 --profile official --out ve8-official
 
     \b
     Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),
@@ -178,7 +189,7 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
         changes["shard_size_mb"] = int(shard_size_mb) if shard_size_mb == int(shard_size_mb) \
             else shard_size_mb
     try:
-        params = pp.default_params(dataset).replace(**changes)
+        params = pp.profile_params(dataset, profile, mfcc_recipe, changes)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     with warnings.catch_warnings():

@@ -8,6 +8,10 @@ first coefficient (log frame energy) matches what that usual recipe gives.
 its `mfcc` builds a full index array and a copy of every 25 ms frame, and its one large
 filterbank product starts BLAS threads that spin on the other core; together 2.5-4x the CPU.
 A video without an audio stream gets zeros of the shape its duration would give; never an error.
+
+`--mfcc librosa` takes librosa's recipe instead (pipeline/mfcc_librosa.py) on samples scaled
+to [-1, 1] as librosa reads them; the `official` profile also decodes as the authors' code
+did (pipeline/official_audio.py: an MP3 round trip, the channels' mean, resampy's filter).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from scipy.fftpack import dct
 
 from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError
+from pipeline.mfcc_librosa import mfcc_librosa
 from pipeline.params import PreprocessParams
 from pipeline.probe import Probe
 
@@ -44,12 +49,25 @@ def decode_pcm(probe: Probe, sample_rate: int) -> np.ndarray:
 
 
 def n_mfcc_frames(n_samples: int, params: PreprocessParams) -> int:
-    """How many MFCC frames python_speech_features gives for n_samples (its framesig rule)."""
+    """How many MFCC frames the recipe gives for n_samples (psf: its framesig rule; librosa:
+    centred frames, one per hop)."""
+    if params.mfcc == "librosa":
+        return 1 + n_samples // hop_samples(params)
     frame_len = round_half_up(params.winlen * params.sample_rate)
     step = round_half_up(params.winstep * params.sample_rate)
     if n_samples <= frame_len:
         return 1
     return 1 + int(math.ceil((n_samples - frame_len) / step))
+
+
+def hop_samples(params: PreprocessParams) -> int:
+    return round_half_up(params.winstep * params.sample_rate)
+
+
+def librosa_features(samples: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """librosa's MFCC [T, n_mfcc] of float samples in [-1, 1]."""
+    return mfcc_librosa(samples, params.sample_rate, params.n_mfcc, params.nfft,
+                        hop_samples(params))
 
 
 # frames per FFT block (keeps the spectra in cache), and rows per filterbank product: at most
@@ -101,7 +119,11 @@ def audio_features(probe: Probe, params: PreprocessParams,
     if not probe.has_audio:
         return silent_mfcc(duration, params), False, []
     try:
-        pcm = decode_pcm(probe, params.sample_rate)
+        if params.profile == "official":
+            from pipeline.official_audio import load_like_librosa
+            pcm = load_like_librosa(probe, params.sample_rate)
+        else:
+            pcm = decode_pcm(probe, params.sample_rate)
     except VideoError as e:
         if e.reason != "audio decode failed":
             raise  # truncated file, timeout: the whole video is unusable
@@ -110,4 +132,8 @@ def audio_features(probe: Probe, params: PreprocessParams,
         return silent_mfcc(duration, params), False, [f"audio decode failed ({last}): zeros"]
     if len(pcm) == 0:
         return silent_mfcc(duration, params), False, ["audio stream decoded to no samples: zeros"]
+    if params.mfcc == "librosa":
+        # librosa's scale: 16-bit values / 32768 (the official decode gives that scale already)
+        samples = pcm if params.profile == "official" else pcm / 32768.0
+        return librosa_features(samples, params), True, []
     return mfcc(pcm, params), True, []

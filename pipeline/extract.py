@@ -12,7 +12,15 @@ import numpy as np
 from pipeline.audio import audio_features
 from pipeline.params import PreprocessParams
 from pipeline.probe import probe
-from pipeline.video import decode_snippets
+from pipeline.video import decode_snippets as decode_direct
+
+
+def decode_snippets(p, params: PreprocessParams):
+    """The snippets straight from the source, or (profile official) through JPEG at height 240."""
+    if params.profile == "official":
+        from pipeline.official_video import decode_snippets_via_jpeg
+        return decode_snippets_via_jpeg(p, params)
+    return decode_direct(p, params)
 
 
 @dataclass

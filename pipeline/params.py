@@ -9,6 +9,15 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CODECS = ("raw", "jpeg")
 
+PROFILES = ("paper", "official")
+MFCC_RECIPES = ("psf", "librosa")
+# what the authors' data had (their code; the paper gives none of these numbers): 12 segments
+# of 16 frames, 32 librosa MFCC per 2048-sample window, hop 512, at 44.1 kHz. The `official`
+# profile fixes these; it also routes the frames through JPEG at height 240 and the sound
+# through an MP3 round trip (pipeline/official_video.py, pipeline/official_audio.py)
+OFFICIAL = dict(segments=12, frames=16, sample_rate=44100, n_mfcc=32, nfft=2048,
+                winlen=2048 / 44100, winstep=512 / 44100, mfcc="librosa")
+
 
 @dataclass(frozen=True)
 class PreprocessParams:
@@ -36,6 +45,11 @@ class PreprocessParams:
     # loader workers) or "raw" (uint8 arrays); quality 1..100 of the JPEG encoder
     codec: str = "jpeg"
     quality: int = 90
+    # "paper": the sources decoded directly; "official": as the authors' data (OFFICIAL above)
+    profile: str = "paper"
+    # MFCC recipe: python_speech_features' ("psf") or librosa's (pipeline/mfcc_librosa.py,
+    # whose window is nfft samples: winlen must be nfft / sample_rate)
+    mfcc: str = "psf"
 
     def __post_init__(self):
         for name in ("segments", "snippets", "frames", "short_side", "max_long_side",
@@ -55,6 +69,22 @@ class PreprocessParams:
             raise ValueError(f"nfft ({self.nfft}) is shorter than a window "
                              f"({round(self.winlen * self.sample_rate)} samples)")
 
+        if self.mfcc not in MFCC_RECIPES:
+            raise ValueError(f"mfcc must be one of {', '.join(MFCC_RECIPES)}, got {self.mfcc!r}")
+        if self.mfcc == "librosa" and round(self.winlen * self.sample_rate) != self.nfft:
+            raise ValueError(f"the librosa MFCC's window is nfft ({self.nfft}) samples: winlen must "
+                             f"be nfft / sample_rate ({self.nfft / self.sample_rate:.7f} s), got "
+                             f"{self.winlen} s")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.profile == "official":
+            wrong = [f"{k} {getattr(self, k)} (needs {v:.7g})" if isinstance(v, float)
+                     else f"{k} {getattr(self, k)} (needs {v})"
+                     for k, v in OFFICIAL.items() if not _same(getattr(self, k), v)]
+            if wrong:
+                raise ValueError("profile official fixes what the authors' data had; "
+                                 f"these differ: {'; '.join(wrong)}")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["format_version"] = FORMAT_VERSION
@@ -69,3 +99,13 @@ class PreprocessParams:
 
     def replace(self, **changes) -> "PreprocessParams":
         return dataclasses.replace(self, **changes)
+
+
+def _same(a, b) -> bool:
+    return abs(a - b) <= 1e-9 * abs(b) if isinstance(b, float) else a == b
+
+
+def official_params(**changes) -> PreprocessParams:
+    """The `official` profile's parameters, with `changes` on top (any that OFFICIAL fixes
+    must keep its value)."""
+    return PreprocessParams(**{**OFFICIAL, "profile": "official", **changes})

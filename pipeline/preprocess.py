@@ -26,7 +26,7 @@ from pathlib import Path
 from pipeline import atomic
 from pipeline import format as fmt
 from pipeline.datasets import folder_definition, load_definition, scan
-from pipeline.params import FORMAT_VERSION, PreprocessParams
+from pipeline.params import FORMAT_VERSION, PreprocessParams, official_params
 from pipeline.splits import make_splits, membership
 
 # smaller frames and fewer segments for the built-in demo (the "demo" model preset matches)
@@ -61,6 +61,23 @@ class RunResult:
 
 def default_params(dataset: str) -> PreprocessParams:
     return PreprocessParams(**DEMO_PARAMS) if dataset == "demo" else PreprocessParams()
+
+
+def profile_params(dataset: str, profile: str = "paper", mfcc: str | None = None,
+                   changes: dict | None = None) -> PreprocessParams:
+    """The parameters of `vaanet preprocess --profile P --mfcc M` plus the options given
+    (`changes`). The librosa recipe's window is nfft samples: without --winlen it gets that.
+    Raises ValueError for a combination PreprocessParams refuses."""
+    changes = dict(changes or {})
+    if mfcc is not None:
+        changes["mfcc"] = mfcc
+    if profile == "official":
+        return official_params(**changes)
+    base = default_params(dataset)
+    if changes.get("mfcc") == "librosa" and "winlen" not in changes:
+        nfft, rate = changes.get("nfft", base.nfft), changes.get("sample_rate", base.sample_rate)
+        changes["winlen"] = nfft / rate
+    return base.replace(**changes)
 
 
 def file_sha1(path, block: int = 1 << 20) -> str:
@@ -137,9 +154,12 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
     for k, v in (source or {}).items():
         if k in old and old[k] != v:
             diffs.append(f"{k} {old[k]} -> {v}")
+    # a parameter added after the output was made has the default that reproduces what was done
+    defaults = PreprocessParams().to_dict()
     for k in sorted(set(old["params"]) | set(new)):
-        if old["params"].get(k) != new.get(k):
-            diffs.append(f"{k} {old['params'].get(k)} -> {new.get(k)}")
+        was = old["params"].get(k, defaults.get(k))
+        if was != new.get(k):
+            diffs.append(f"{k} {was} -> {new.get(k)}")
     if diffs:
         raise OutputRefused(f"{out} was preprocessed with other settings ({'; '.join(diffs)}). "
                              "Rerun with the same settings to resume, pass --overwrite to "

@@ -93,3 +93,20 @@ def test_a_soundtrack_that_starts_late_keeps_its_place_in_time(tmp_path):
                                                   max_long_side=32)).mfcc[:, 0]
     assert len(energy) == pytest.approx(400, abs=3)          # 2 s of silence + 2 s of tone
     assert energy[:195].max() < energy[205:395].min() - 20   # silent, then loud from 2 s on
+
+
+def test_librosa_recipe_on_the_same_samples(tmp_path):
+    # --mfcc librosa with the paper profile: the same decode, librosa's MFCC of samples / 32768
+    from pipeline.mfcc_librosa import mfcc_librosa
+    pcm = np.concatenate([videos.tone(440, 1.0), np.zeros(4000, np.int16), videos.tone(1200, 0.77)])
+    path = videos.write_video(tmp_path / "pcm.mkv", videos.counter_frames(50, 64, 48), pcm=pcm,
+                              audio_codec="pcm_s16le")
+    p = P.replace(mfcc="librosa", winlen=P.nfft / P.sample_rate)
+    ex = extract_video(path, p)
+    ref = mfcc_librosa(pcm / 32768.0, 16000, 32, 512, 160)
+    assert ex.mfcc.shape == ref.shape == (n_mfcc_frames(len(pcm), p), 32) == (1 + len(pcm) // 160, 32)
+    np.testing.assert_array_equal(ex.mfcc, ref)
+    # the psf recipe on the same file gives other numbers (another scale)
+    assert np.abs(extract_video(path, P).mfcc[:100] - ex.mfcc[:100]).max() > 10
+    silent = videos.write_video(tmp_path / "silent.mp4", videos.counter_frames(60, 64, 48))
+    assert extract_video(silent, p).mfcc.shape == (1 + 38400 // 160, 32)   # 2.4 s, librosa's count

@@ -76,3 +76,26 @@ def test_evaluate_errors(run_dir, tmp_path, train_data):
     torch.save(ckpt, tmp_path / "other.pt")
     r = evaluate("--checkpoint", tmp_path / "other.pt", "--data", train_data.path)
     assert r.exit_code == 2 and "trained for 8 classes" in r.output and "the data has 4" in r.output
+
+
+def test_imported_checkpoint_refuses_shards_of_another_profile(run_dir, tmp_path, train_data):
+    # an authors' checkpoint (import-checkpoint records imported_from) on paper-profile shards
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    checkpoint.save(tmp_path / "imported.pt", **{k: v for k, v in ckpt.items()
+                                                 if k not in ("format", "version")},
+                    imported_from="their_model.pth")
+    r = evaluate("--checkpoint", tmp_path / "imported.pt", "--data", train_data.path,
+                 "--split", "given", "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert "--profile official" in r.output and "has profile paper" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_profile_check_passes_official_shards_and_own_checkpoints():
+    from types import SimpleNamespace
+    from pipeline.params import official_params
+    from trainer.evaluate import check_profile
+    check_profile({"imported_from": "x.pth"}, official_params(), "d")
+    check_profile({}, SimpleNamespace(profile="paper"), "d")   # a checkpoint trained here
+    with pytest.raises(ValueError, match="needs shards preprocessed with"):
+        check_profile({"imported_from": "x.pth"}, SimpleNamespace(profile="paper"), "d")

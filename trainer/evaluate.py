@@ -96,6 +96,17 @@ def write_predictions(path, pred: dict, classes: list[str], polarity: list[int])
 
 # ---- `vaanet evaluate` -----------------------------------------------------------------------
 
+def check_profile(ckpt: dict, params, data) -> None:
+    """An imported checkpoint of the authors' code (`vaanet import-checkpoint` records
+    `imported_from`) was trained on their features: shards of another preprocessing profile
+    would feed it numbers on another scale without any error. Raise ValueError then."""
+    have = getattr(params, "profile", "paper")
+    if ckpt.get("imported_from") and have != "official":
+        raise ValueError(f"this checkpoint was imported from the authors' code "
+                         f"({ckpt['imported_from']}) and needs shards preprocessed with "
+                         f"`vaanet preprocess --profile official`; {data} has profile {have}")
+
+
 def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which="best",
              device="auto", batch_size=16, workers=0, amp="none", out=None) -> dict:
     """Load a checkpoint (RUN_DIR/<which>.pt or `ckpt_path`), evaluate it on `part` of `split`
@@ -116,6 +127,7 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     if data is None:
         raise RunError("the checkpoint does not name its data folder; pass --data")
     reader = open_data(data)
+    check_profile(ckpt, reader.params, data)
     checkpoint.check_compatible(ckpt, reader.classes)
     split = check_split(reader, split if split is not None else ckpt.get("split"))
     ids = split_ids(reader, split, part)
