@@ -85,7 +85,7 @@ def test_imported_checkpoint_refuses_shards_of_another_profile(run_dir, tmp_path
                                                  if k not in ("format", "version")},
                     imported_from="their_model.pth")
     r = evaluate("--checkpoint", tmp_path / "imported.pt", "--data", train_data.path,
-                 "--split", "given", "--out", tmp_path / "out")
+                 "--split", "alternating", "--out", tmp_path / "out")
     assert r.exit_code == 2, r.output
     assert "--profile official" in r.output and "has profile paper" in r.output
     assert not (tmp_path / "out").exists()

@@ -70,7 +70,7 @@ def test_cli_refuses_to_change_what_the_profile_fixes(tmp_path):
 def test_frames_are_the_authors_jpegs_scaled(tmp_path):
     path = stereo_clip(tmp_path, seconds=2.0)
     ex = extract_video(path, P)
-    assert ex.frames.shape == (1, 12, 16) + ex.frames.shape[3:]
+    assert ex.frames.shape == (P.snippets, 12, 16) + ex.frames.shape[3:]
     # the authors' command, to files; every file scaled as the ETL scales
     jpg = tmp_path / "jpg"
     jpg.mkdir()

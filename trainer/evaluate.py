@@ -99,10 +99,10 @@ def write_predictions(path, pred: dict, classes: list[str], polarity: list[int])
 def check_profile(ckpt: dict, params, data) -> None:
     """An imported checkpoint of the authors' code (`vaanet import-checkpoint` records
     `imported_from`) was trained on their features: shards of another preprocessing profile
-    would feed it numbers on another scale without any error. Raise ValueError then."""
+    would feed it numbers on another scale without any error. Raise RunError then."""
     have = getattr(params, "profile", "paper")
     if ckpt.get("imported_from") and have != "official":
-        raise ValueError(f"this checkpoint was imported from the authors' code "
+        raise RunError(f"this checkpoint was imported from the authors' code "
                          f"({ckpt['imported_from']}) and needs shards preprocessed with "
                          f"`vaanet preprocess --profile official`; {data} has profile {have}")
 
