@@ -27,7 +27,7 @@ import torch
 
 from trainer import checkpoint, distributed, run_config
 from trainer.data import carve_validation, check_split, open_data, split_ids
-from trainer.device import autocast, resolve_device
+from trainer.device import autocast, resolve_device, to_channels_last
 from trainer.evaluate import EvalSet, predict, report, write_predictions
 from trainer.metrics import format_report
 
@@ -150,7 +150,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
         model_cfg = model_config_for(cfg, classes)
         model = build_model(model_cfg)
         load_pretrained(model, cfg, log)
-        model.to(device)
+        to_channels_last(model.to(device), device, cfg.channels_last)  # NDHWC 3D convs on CUDA
         criterion = build_loss(cfg.loss, polarity, cfg.lam).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr)  # the paper: Adam, no weight decay, no schedule
@@ -220,7 +220,7 @@ def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
         bar = tqdm(meter.wrap(train_loader), total=len(train_loader), leave=False, disable=not main or quiet,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
         for batch in bar:
-            b = to_device_batch(batch, device, train=True, generator=flips)
+            b = to_device_batch(batch, device, train=True, generator=flips, channels_last=cfg.channels_last)
             with autocast(device, cfg.amp):
                 logits = ddp_model(b["visual"], b["audio"]).logits
             loss = criterion(logits.float(), b["label"])
