@@ -35,6 +35,10 @@ def test_amp_auto_is_none_on_cpu_and_recorded(tmp_path):
         dev.resolve_amp("fp8", "cpu")
     cfg = resolve({"data": str(tmp_path), "device": "cpu"})
     assert cfg.amp == "none"   # what the run uses, not "auto", goes to config.json
+    import json
+    from trainer.run_config import save
+    assert json.loads(save(cfg, tmp_path / "run").read_text())["amp"] == "none"
+    assert RunConfig().amp == "auto" and RunConfig(amp="auto").validate().amp == "auto"
     assert resolve({"data": str(tmp_path), "device": "cpu", "amp": "bf16"}).amp == "bf16"
     with pytest.raises(ValueError, match="amp must be one of"):
         resolve({"data": str(tmp_path), "amp": "half"})
