@@ -431,8 +431,14 @@ def main(argv=None):
         if comp and time.perf_counter() - t_start > args.budget_s:
             train.append({**row, "skipped": f"time budget ({args.budget_s:.0f} s) spent"})
             continue
-        r = time_config(configs[p], device, args.batch, amp, cl, args.compile_backend if comp else None,
-                        args.warmup + (2 if comp else 0), args.steps)
+        try:
+            r = time_config(configs[p], device, args.batch, amp, cl, args.compile_backend if comp else None,
+                            args.warmup + (2 if comp else 0), args.steps)
+        except Exception as e:  # noqa: BLE001 - a compiler failure is a result, not the end of the run
+            if not comp:
+                raise
+            train.append({**row, "skipped": f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"})
+            continue
         train.append({**row, **r})
         print(f"  {p:8s} channels_last={cl!s:5s} compile={comp!s:5s}: {r['samples_per_s']:.1f} samples/s"
               + (f", compile {r['compile_s']:.1f} s" if comp else ""), flush=True)
