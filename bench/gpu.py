@@ -437,7 +437,8 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - a compiler failure is a result, not the end of the run
             if not comp:
                 raise
-            train.append({**row, "skipped": f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"})
+            msg = " ".join(str(e).split())[:200].replace("|", "/")
+            train.append({**row, "skipped": f"torch.compile failed: {type(e).__name__}: {msg}"})
             continue
         train.append({**row, **r})
         print(f"  {p:8s} channels_last={cl!s:5s} compile={comp!s:5s}: {r['samples_per_s']:.1f} samples/s"
