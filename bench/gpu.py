@@ -1,7 +1,7 @@
 """GPU benchmark: VAANet's training path on one GPU, end to end, in one command.
 
     python bench/gpu.py                   # CUDA: about 5-8 min on one GPU; writes bench/results/gpu.md + gpu.json
-    python bench/gpu.py --dry             # the same code path at tiny sizes on CPU (under a minute)
+    python bench/gpu.py --dry             # the same code path at tiny sizes on CPU (see bench/README.md)
     python bench/gpu.py --peak-tflops 989 --no-compile --out /tmp/gpu-bench
 
 What it measures, side by side, in one run:
