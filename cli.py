@@ -394,10 +394,16 @@ def _training_options(f):
                           "mean +- std over its 10 splits). [default: the data's first split]"),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
                      help="[default: auto, CUDA when present]"),
-        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=None,
-                     help="Mixed precision: bf16, or fp16 with a gradient scaler (CUDA). [default: none]"),
+        click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
+                     help="Mixed precision: bf16, or fp16 with a gradient scaler (CUDA); auto: bf16 "
+                          "on a CUDA device that supports it, none on CPU (config.json records the "
+                          "choice). [default: auto]"),
+        click.option("--channels-last/--no-channels-last", default=None,
+                     help="Run the 3D convolutions in channels_last_3d (NDHWC) on CUDA. "
+                          "[default: off]"),
         click.option("--workers", type=int, default=None,
-                     help="Loader worker processes. [default: min(4, cores)]"),
+                     help="Loader worker processes per GPU process. [default: (cores - processes) "
+                          "// processes, between 1 and 16]"),
         click.option("--seed", type=int, default=None, help="[default: 0]"),
         click.option("--val-fraction", type=float, default=None,
                      help="Seeded share of each class of the training split held out for model "
@@ -419,12 +425,28 @@ def _training_options(f):
     return f
 
 
-def _relaunch(gpus: int, batch_size: int, out: str | None = None) -> None:
+def _check_gpus(gpus: int, device: str) -> None:
+    """--gpus N against the visible GPUs when the run uses CUDA; on CPU, N gloo processes."""
+    if gpus < 1:
+        raise click.UsageError(f"--gpus must be >= 1, got {gpus}")
+    import torch
+    if gpus > 1 and device != "cpu" and torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        if gpus > visible:
+            raise click.UsageError(f"--gpus {gpus} but only {visible} GPU(s) are visible "
+                                   f"(CUDA_VISIBLE_DEVICES); use --gpus {visible} or fewer")
+    elif gpus > 1 and device == "cuda":
+        raise click.UsageError(f"--gpus {gpus} --device cuda but no CUDA device is available")
+
+
+def _relaunch(gpus: int, batch_size: int, out: str | None = None, device: str = "auto") -> None:
     """`--gpus N`: run the same command line under torchrun with N processes, then exit; `out`
-    is passed on explicitly so that every process writes to the folder resolved here. A global
-    batch that does not divide over N is refused here, before any process starts."""
+    is passed on explicitly so that every process writes to the folder resolved here. N is
+    checked against the visible GPUs, and a global batch that does not divide over N is refused
+    here, before any process starts."""
     from trainer import distributed, run_config
     from trainer.train import per_process_batch
+    _check_gpus(gpus, device)
     if gpus > 1 and not distributed.under_torchrun():
         try:
             per_process_batch(batch_size, gpus)
@@ -481,7 +503,7 @@ def train(ctx, config_file, gpus, **values):
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist: pass "
                                "--data DIR or run `vaanet preprocess --dataset demo` first")
-    _relaunch(gpus, cfg.batch_size, cfg.out)
+    _relaunch(gpus, cfg.batch_size, cfg.out, cfg.device)
     try:
         if cfg.split == "all":
             from trainer.protocol import run_all_splits, summary_markdown
@@ -513,10 +535,15 @@ def train(ctx, config_file, gpus, **values):
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the predictions CSV and metrics JSON. [default: the checkpoint's folder]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
-def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_size, workers):
+@click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: bf16 on a CUDA device that supports it, none on CPU.")
+@click.option("--channels-last", is_flag=True, default=False,
+              help="Run the 3D convolutions in channels_last_3d on CUDA.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Loader worker processes. [default: cores - 1, between 1 and 16]")
+def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, channels_last, batch_size,
+             workers):
     """Deterministic evaluation of a trained model (fixed snippet, centre crop, no flip).
 
     \b
@@ -531,7 +558,7 @@ def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, batch_si
     try:
         res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
                              which=which, device=device, batch_size=batch_size, workers=workers,
-                             amp=amp, out=out)
+                             amp=amp, out=out, channels_last=channels_last)
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_report(res["report"], res["classes"], f"split {res['split']}, {res['part']} part:"))
@@ -561,7 +588,7 @@ def ablate(ctx, attns, config_file, gpus, **values):
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
-    _relaunch(gpus, cfg.batch_size)
+    _relaunch(gpus, cfg.batch_size, device=cfg.device)
     try:
         from trainer.ablate import markdown, run_ablation
         table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())

@@ -165,6 +165,9 @@ def main(argv=None):
         verdict = (f"loader / training rate = {ratio:.1f}x (target >= 3x): "
                    + ("data waiting cannot limit training" if ratio >= 3 else
                       "the loader may limit training: add workers"))
+        if device.type != "cuda":  # a CPU step says nothing about a GPU's appetite
+            verdict = (f"loader / training rate = {ratio:.1f}x, both on CPU: no conclusion about a "
+                       "GPU (run bench/gpu.py there)")
     else:
         verdict = "no loader rate: run bench/loader.py first, or pass --data / --loader-rate"
     text = "\n".join([

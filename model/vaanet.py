@@ -164,7 +164,7 @@ class VAANet(nn.Module):
         cfg = self.cfg
         self._check(visual, "visual", (cfg.segments, 3, cfg.frames, cfg.crop, cfg.crop))
         b, t = visual.shape[:2]
-        x = visual.transpose(0, 1).reshape(t * b, *visual.shape[2:])   # segment-major [t*B, ...]
+        x = segment_major(visual)                                       # [t*B, 3, k, crop, crop]
         x = self.norm(x)
         if cfg.freeze_visual:
             with torch.no_grad():
@@ -211,3 +211,15 @@ class VAANet(nn.Module):
             feats.append(a)
         logits = self.classifier(torch.cat(feats, dim=1))
         return VAANetOutput(logits, spatial, channel, temporal, audio_temporal)
+
+
+def segment_major(visual: torch.Tensor) -> torch.Tensor:
+    """[B, t, C, k, H, W] -> [t*B, C, k, H, W] (segment-major). A clip stored channels-last
+    ([B, t, k, H, W, C] in memory, as trainer.loader hands it over for channels-last models)
+    stays channels-last (torch.channels_last_3d) through the one copy the reordering needs."""
+    b, t, c = visual.shape[:3]
+    if visual.stride(2) == 1 and c > 1:
+        x = visual.permute(1, 0, 3, 4, 5, 2).reshape(t * b, *visual.shape[3:], c)
+        return x.permute(0, 4, 1, 2, 3)
+    return visual.transpose(0, 1).reshape(t * b, *visual.shape[2:])
+

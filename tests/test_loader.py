@@ -304,3 +304,46 @@ def test_audio_paper_mode_is_the_centre_crop_of_the_soundtrack(reader):
             assert (got == 0).all()
             continue
         assert np.array_equal(got, paper_audio_by_hand(reader.mfcc(vid), 4, 40))
+
+
+def test_channels_last_batch_keeps_its_memory_order(reader):
+    """channels_last=True: same values as the contiguous clips, memory order kept
+    ([B, t, k, H, W, 3]), and the model's segment-major input is channels_last_3d."""
+    from model.vaanet import segment_major
+    ds = ClipDataset(reader, reader.ids, config(streams="visual"), train=False)
+    batch = next(iter(make_loader(ds, 4, train=False, workers=0)))
+    for train in (False, True):
+        g = [torch.Generator().manual_seed(3) for _ in range(2)]
+        plain = to_device_batch(batch, "cpu", train=train, generator=g[0])["visual"]
+        nhwc = to_device_batch(batch, "cpu", train=train, generator=g[1], channels_last=True)["visual"]
+        assert torch.equal(plain, nhwc) and plain.is_contiguous()
+        assert nhwc.stride(2) == 1 and nhwc.permute(0, 1, 3, 4, 5, 2).is_contiguous()
+        x = segment_major(nhwc)
+        assert x.is_contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(x, segment_major(plain)) and segment_major(plain).is_contiguous()
+        # segment-major: row s * B + b is segment s of sample b
+        assert torch.equal(x[1 * 4 + 2], plain[2, 1])
+
+
+def test_loader_pins_only_for_cuda_and_eval_workers_do_not_persist(reader):
+    ds = ClipDataset(reader, reader.ids, config(), train=False)
+    assert not make_loader(ds, 2, train=False, workers=0, device="cpu").pin_memory
+    assert make_loader(ds, 2, train=False, workers=0, device="cuda").pin_memory
+    assert make_loader(ds, 2, train=False, workers=0).pin_memory == (
+        torch.cuda.is_available() and torch.cuda.is_initialized())
+    assert make_loader(ds, 2, train=True, workers=1).persistent_workers
+    assert not make_loader(ds, 2, train=False, workers=1).persistent_workers
+    assert make_loader(ds, 2, train=False, workers=1, persistent=True).persistent_workers
+
+
+def test_small_shm_is_reported_when_a_loader_starts(reader, monkeypatch):
+    from trainer import device, loader
+    sizes = []
+    monkeypatch.setattr(loader, "check_shm", lambda need: sizes.append(need))
+    ds = ClipDataset(reader, reader.ids, config(), train=True)
+    make_loader(ds, 4, train=True, workers=2, prefetch_factor=3)
+    # 2 workers x 3 batches x 4 samples of uint8 4x8x64x64x3 + float32 MFCC 4x32x32
+    assert sizes == [2 * 3 * 4 * (4 * 8 * 64 * 64 * 3 + 4 * 4 * 32 * 32)]
+    make_loader(ds, 4, train=True, workers=0)
+    assert len(sizes) == 1  # no workers: nothing goes through shared memory
+    assert device.shm_warning(64 * 2**20, sizes[0]) is not None

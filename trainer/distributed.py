@@ -91,12 +91,15 @@ def barrier() -> None:
 
 def wrap(model: torch.nn.Module, info: DistInfo, device) -> torch.nn.Module:
     """DistributedDataParallel around `model` when several processes run, else `model`.
-    find_unused_parameters: ablations switch streams/attention off, leaving parameters unused."""
+    find_unused_parameters=False: every configuration uses all of its trainable parameters in
+    every step (an ablation builds only the streams and attentions it uses; the frozen parts
+    have no gradient), so DDP need not traverse the autograd graph after each forward to find
+    unused ones. A parameter left out by a future change makes DDP fail loudly at its next step."""
     if not info.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [info.local_rank] if torch.device(device).type == "cuda" else None
-    return DDP(model, device_ids=ids, find_unused_parameters=True)
+    return DDP(model, device_ids=ids, find_unused_parameters=False)
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:

@@ -19,7 +19,8 @@ import torch
 from pipeline import atomic
 from trainer import checkpoint, distributed, metrics
 from trainer.data import check_split, open_data, split_ids
-from trainer.device import autocast, cudnn_autotune, resolve_device
+from trainer.device import (autocast, cudnn_autotune, default_workers_here, is_channels_last,
+                            resolve_amp, resolve_device, to_channels_last)
 from trainer.run_config import RunError, user_input
 
 
@@ -27,7 +28,8 @@ from trainer.run_config import RunError, user_input
 
 class EvalSet:
     """Fixed, deterministic samples of `ids` with a loader that lives as long as the set (its
-    workers persist across epochs). With several processes each one holds ids[rank::world]."""
+    workers run only while it is iterated: validation reuses the cores of the idle training
+    workers). With several processes each one holds ids[rank::world]."""
 
     def __init__(self, reader, ids, model_cfg, batch_size=16, workers=0):
         from trainer.loader import ClipDataset, make_loader
@@ -51,9 +53,10 @@ def predict(model, evalset: EvalSet, device, amp="none", criterion=None) -> dict
     from trainer.loader import to_device_batch
     was_training = model.training
     model.eval()
+    channels_last = is_channels_last(model)
     positions, labels, probs, loss_sum = [], [], [], 0.0
     for batch in evalset.loader:
-        b = to_device_batch(batch, device, train=False)
+        b = to_device_batch(batch, device, train=False, channels_last=channels_last)
         with autocast(device, amp):
             logits = model(b["visual"], b["audio"]).logits.float()
         if criterion is not None:
@@ -108,9 +111,11 @@ def check_profile(ckpt: dict, params, data) -> None:
 
 
 def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which="best",
-             device="auto", batch_size=16, workers=0, amp="none", out=None) -> dict:
+             device="auto", batch_size=32, workers=None, amp="auto", out=None,
+             channels_last=False) -> dict:
     """Load a checkpoint (RUN_DIR/<which>.pt or `ckpt_path`), evaluate it on `part` of `split`
     of `data` (defaults: the run's own data and split) and write predictions + metrics.
+    `workers` None: trainer.device.default_workers for this machine; `amp` "auto": bf16 on CUDA.
     Returns dict(report, predictions (path), metrics (path), split, part)."""
     from model.config import ModelConfig
     from model.build import build_model
@@ -138,6 +143,9 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     model = build_model(model_cfg)
     model.load_state_dict(ckpt["model"])
     model.to(dev)
+    to_channels_last(model, dev, channels_last)
+    workers = default_workers_here() if workers is None else workers
+    amp = resolve_amp(amp, dev)
     pred = predict(model, EvalSet(reader, ids, model_cfg, batch_size, workers), dev, amp)
     r = report(pred, reader.polarity)
 

@@ -3,7 +3,10 @@
 Per sample a worker reads, for every segment, the snippet (start position) drawn for it, one
 contiguous read per segment (uint8 frames at final resolution; JPEG frames, the default codec,
 are decoded here, in the worker), and copies the crop out of it straight into the batch, which
-the worker allocates in shared memory, so handing it to the main process copies nothing more. Frames stay channels-last
+the worker allocates in shared memory, so handing it to the main process copies nothing more. For a CUDA device the
+main process then copies each batch once more, into page-locked memory (DataLoader's pinning
+thread, beside the training step), so that the host->device copy runs asynchronously; without
+pinning the CUDA driver would make the same host copy itself, on the training thread. Frames stay channels-last
 ([t, k, crop, crop, 3], as stored) on the CPU; the permute to the model's channels-first layout,
 the flip, float conversion and normalisation happen on the device (permute and flip here in
 `to_device_batch`, the rest in the model), so the CPU work per sample is a read and one copy.
@@ -34,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from trainer import sampling
+from trainer.device import check_shm, should_pin
 
 
 def _cfg(cfg, name, default=None):
@@ -242,15 +246,22 @@ def worker_init(worker_id: int):
 def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int = 2, seed: int = 0,
                 epoch: int = 0, distributed: bool = False, prefetch_factor: int = 2,
                 pin_memory: bool | None = None, drop_last: bool = False,
-                rank: int | None = None, world_size: int | None = None) -> DataLoader:
-    """A DataLoader over `dataset` with seeded per-epoch shuffling (train), pinned memory when
-    CUDA is present, persistent prefetching workers; `distributed=True` splits the data over
-    processes with a DistributedSampler (rank / world_size from torch.distributed unless given).
-    Use `loader.sampler.set_epoch(epoch)` before each epoch.
+                rank: int | None = None, world_size: int | None = None,
+                persistent: bool | None = None, device=None) -> DataLoader:
+    """A DataLoader over `dataset` with seeded per-epoch shuffling (train), prefetching workers;
+    `distributed=True` splits the data over processes with a DistributedSampler (rank /
+    world_size from torch.distributed unless given). Use `loader.sampler.set_epoch(epoch)`
+    before each epoch.
+
+    Pinned memory only for a CUDA `device` (`device` None: when this process uses CUDA already,
+    see trainer.device.should_pin). Workers persist across epochs in training (`persistent`
+    None); an evaluation loader's workers live only while it is iterated, so that validation
+    reuses the cores the idle training workers leave instead of doubling the processes.
 
     Each worker keeps `prefetch_factor` batches ready in shared memory (/dev/shm): at paper size
-    a batch of 32 is about 200 MB, so a container needs a large enough --shm-size. Distributed
-    evaluation pads the last ranks with repeated samples (DistributedSampler's rule)."""
+    a batch of 32 is about 200 MB, so a container needs a large enough --shm-size (a small
+    /dev/shm is reported with the fix). Distributed evaluation pads the last ranks with repeated
+    samples (DistributedSampler's rule)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if workers < 0:
@@ -263,25 +274,40 @@ def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int
     sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, epoch=epoch,
                            distributed=dist_sampler)
     if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
+        pin_memory = should_pin(device)
     extra = {}
     if workers > 0:
-        extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
-                     worker_init_fn=worker_init)
+        extra = dict(persistent_workers=train if persistent is None else bool(persistent),
+                     prefetch_factor=prefetch_factor, worker_init_fn=worker_init)
+        check_shm(workers * prefetch_factor * batch_size * sample_bytes(dataset))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last, **extra)
 
 
+def sample_bytes(dataset) -> int:
+    """Bytes of one sample in a batch (visual uint8 + audio float32); 0 for other datasets."""
+    if not isinstance(dataset, ClipDataset):
+        return 0
+    visual = dataset.segments * dataset.frames * dataset.crop ** 2 * 3 if dataset.use_visual else 0
+    audio = 4 * dataset.audio_segments * dataset.audio_len * dataset.n_mfcc if dataset.use_audio else 0
+    return visual + audio
+
+
 def to_device_batch(batch: dict, device, train: bool, generator: torch.Generator | None = None,
-                    flip_p: float = 0.5) -> dict:
+                    flip_p: float = 0.5, channels_last: bool = False) -> dict:
     """Copy a loader batch to `device` (non-blocking from pinned memory), make the channels-last
     clips [B, t, k, H, W, 3] the model's [B, t, 3, k, H, W] there and, in train, flip a random
     `flip_p` share of the samples horizontally. `generator` (on any device) makes the flips
-    reproducible. Returns dict(visual uint8 or None, audio float32 or None, label, index)."""
+    reproducible. The clips come out contiguous ([B, t, 3, k, H, W] in memory), or with
+    `channels_last` as a permuted view that keeps the channels-last memory order (for a model
+    converted with trainer.device.channels_last_3d: no transposing copy on either side).
+    Returns dict(visual uint8 or None, audio float32 or None, label, index)."""
     device = torch.device(device)
     visual, audio = batch["visual"], batch["audio"]
     if visual.numel():
-        visual = visual.to(device, non_blocking=True).permute(0, 1, 5, 2, 3, 4).contiguous()
+        visual = visual.to(device, non_blocking=True).permute(0, 1, 5, 2, 3, 4)
+        if not channels_last:
+            visual = visual.contiguous()
     else:
         visual = None
     audio = audio.to(device, non_blocking=True) if audio.numel() else None

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +69,11 @@ class RunConfig:
     freeze_visual: bool | None = None  # None: the preset's choice
     split: str | None = None         # None: the data's first split; "all": every split (protocol)
     device: str = "auto"             # auto | cpu | cuda
-    amp: str = "none"                # none | bf16 | fp16 (fp16 uses a GradScaler)
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    # auto: bf16 on a CUDA device that supports it, else none; config.json records the result
+    amp: str = "auto"                # auto | none | bf16 | fp16 (fp16 uses a GradScaler)
+    channels_last: bool = False      # 3D convolutions in channels_last_3d on CUDA
+    # per process: the cores left beside the main processes, shared among the ranks (device.py)
+    workers: int = field(default_factory=lambda: _default_workers())
     seed: int = 0
     val_fraction: float = 0.1        # seeded, per class, carved from the training split
     select_on_test: bool = False     # select the best epoch on the test split (named so in output)
@@ -83,7 +85,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         choices = {"preset": PRESET_DEFAULTS, "loss": ("ce", "pcce"), "device": ("auto", "cpu", "cuda"),
-                   "amp": ("none", "bf16", "fp16")}
+                   "amp": ("auto", "none", "bf16", "fp16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise RunError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -168,7 +170,20 @@ def resolve(flags: dict | None = None, config_file=None, out_prefix: str = "",
             out = next(f"{out}-{n}" if n > 1 else out for n in itertools.count(1)
                        if not Path(f"{out}-{n}" if n > 1 else out).exists())
         values["out"] = out
-    return RunConfig(**values).validate()
+    cfg = RunConfig(**values).validate()
+    cfg.amp = resolve_amp(cfg)
+    return cfg
+
+
+def resolve_amp(cfg: RunConfig) -> str:
+    """The precision `cfg` trains with on its device ("auto" made concrete, see device.py)."""
+    from trainer.device import resolve_amp as choose
+    return choose(cfg.amp, cfg.device)
+
+
+def _default_workers() -> int:
+    from trainer.device import default_workers_here
+    return default_workers_here()
 
 
 def save(cfg: RunConfig, run_dir, resolved_model: dict | None = None) -> Path:

@@ -35,7 +35,7 @@ import torch
 from pipeline import atomic
 from trainer import checkpoint, distributed, run_config
 from trainer.data import carve_validation, check_split, open_data, split_ids
-from trainer.device import autocast, resolve_device
+from trainer.device import autocast, resolve_device, to_channels_last
 from trainer.evaluate import EvalSet, predict, report, write_predictions
 from trainer.metrics import format_report
 from trainer.run_config import RunError, user_input
@@ -251,7 +251,7 @@ def build(run: Run) -> None:
     run.model_cfg = model_config_for(cfg, run.classes)
     run.model = build_model(run.model_cfg)
     load_pretrained(run.model, cfg, run.log)
-    run.model.to(device)
+    to_channels_last(run.model.to(device), device, cfg.channels_last)  # NDHWC 3D convs on CUDA
     run.criterion = build_loss(cfg.loss, run.polarity, cfg.lam).to(device)
     params = [p for p in run.model.parameters() if p.requires_grad]
     run.optimizer = torch.optim.Adam(params, lr=cfg.lr)  # the paper: Adam, no weight decay, no schedule
@@ -368,7 +368,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
                disable=not run.dist.is_main or run.quiet, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                dynamic_ncols=True)
     for step, batch in enumerate(bar, 1):
-        b = to_device_batch(batch, device, train=True, generator=flips)
+        b = to_device_batch(batch, device, train=True, generator=flips, channels_last=cfg.channels_last)
         loss, logits = train_step(run, b)
         tally.add(loss, logits, b["label"])
         if not bar.disable and step % POSTFIX_EVERY == 0:  # a host sync: only every N steps
