@@ -44,17 +44,6 @@ PAPER_ACCURACY = {
 PAPER_PROTOCOL = {"ve8": "mean of 10 random 2/3-1/3 splits", "e6": "the given 819/818 split"}
 
 
-def split_rule(data_dir) -> str:
-    """How the data's splits were made, from its splits.json: 'alternating', 'random' (with the
-    split count), 'file' (--split-file), or '-' when unknown."""
-    try:
-        d = json.loads((Path(data_dir) / "splits.json").read_text())
-    except (OSError, ValueError):
-        return "-"
-    kind = d.get("kind", "-")
-    return f"random 2/3 x {len(d['splits'])}" if kind == "random" else kind
-
-
 def plan(attns: list[str], losses: list[str]) -> list[tuple[str, str]]:
     """The (attention spec, loss) rows to run, attention specs in canonical form, no repeats."""
     from model.config import format_attention, parse_attention

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline import atomic
-from trainer.run_config import RunError
+from trainer.errors import RunError
 
 FORMAT = "vaanet-checkpoint"
 VERSION = 1

@@ -3,11 +3,12 @@ parts, the seeded validation carve-out. Every check here is of user input and ra
 (a usage error) with what to do."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from trainer.run_config import RunError
+from trainer.errors import RunError
 
 
 def open_data(path):
@@ -69,3 +70,14 @@ def carve_validation(reader, ids: list[str], fraction: float, seed: int) -> tupl
         n = min(len(members) - 1, max(1, round(fraction * len(members))))
         val.update(members[i] for i in rng.permutation(len(members))[:n])
     return [v for v in ids if v not in val], [v for v in ids if v in val]
+
+
+def split_rule(data_dir) -> str:
+    """How the data's splits were made, from its splits.json: 'alternating', 'random' (with the
+    split count), 'file' (--split-file), or '-' when unknown."""
+    try:
+        d = json.loads((Path(data_dir) / "splits.json").read_text())
+    except (OSError, ValueError):
+        return "-"
+    kind = d.get("kind", "-")
+    return f"random 2/3 x {len(d['splits'])}" if kind == "random" else kind

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from trainer.run_config import RunError
+from trainer.errors import RunError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from trainer import checkpoint, distributed, metrics
 from trainer.data import check_split, open_data, split_ids
 from trainer.device import (autocast, cudnn_autotune, default_workers_here, is_channels_last,
                             resolve_amp, resolve_device, to_channels_last)
-from trainer.run_config import RunError, user_input
+from trainer.errors import RunError
+from trainer.run_config import user_input
 
 
 # ---- one pass of predictions ----------------------------------------------------------------

@@ -49,7 +49,7 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
                                   resume=cfg.resume and (sub_dir / "last.pt").is_file())
         per_split[s] = train(sub, quiet=quiet)
     summary = summarize(per_split, classes)
-    from trainer.ablate import split_rule
+    from trainer.data import split_rule
     summary["split_rule"] = split_rule(reader.root)
     summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
     if distributed.rank() == 0:

@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import atomic
+from trainer.errors import RunError  # noqa: F401 (used here, and caught as run_config.RunError)
 
 
-class RunError(ValueError):
-    """A problem with what the user gave (data folder, split, checkpoint file, option value,
-    weight file, a resume that does not match): the command line shows its message as a usage
-    error (exit 2), without a traceback. Raised directly where user input is checked; any other
-    exception is a bug and surfaces with its traceback."""
 
 
 @contextlib.contextmanager

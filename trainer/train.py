@@ -38,7 +38,8 @@ from trainer.data import carve_validation, check_split, open_data, split_ids
 from trainer.device import autocast, resolve_device, to_channels_last
 from trainer.evaluate import EvalSet, predict, report, write_predictions
 from trainer.metrics import format_report
-from trainer.run_config import RunError, user_input
+from trainer.errors import RunError
+from trainer.run_config import user_input
 
 logger = logging.getLogger(__name__)
 POSTFIX_EVERY = 20  # training steps between progress-bar updates of loss and accuracy (a host sync)
