@@ -40,7 +40,7 @@ def decode_snippets_via_jpeg(probe: Probe, params: PreprocessParams
                              ) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     """As video.decode_snippets: (frames uint8 [S, t, k, H, W, 3], first-frame times [S, t] in
     seconds, number of frames, notes), every frame having been a JPEG at height 240 first."""
-    S, t, k = params.snippets, params.segments, params.frames
+    k = params.frames
     notes: list[str] = []
     n = _frame_count(probe)
     if n <= 0:

@@ -62,7 +62,7 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
     """Train and test every row; returns the table (also written to OUT; `markdown` makes the
     text the command line prints). `quiet`: no progress bars."""
     from model.config import streams_for, parse_attention
-    from trainer.data import open_data
+    from trainer.data import open_data, split_rule
     from trainer.protocol import run_all_splits
     from trainer.train import train
     rows = plan(attns, losses)
