@@ -98,7 +98,7 @@ def test_evaluation_passes_run_without_the_cudnn_autotuner(train_data, monkeypat
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *a: seen.append(torch.backends.cudnn.benchmark) or forward(*a))
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
-    ids = reader.split_ids("given", "test")[:3]
+    ids = reader.split_ids("alternating", "test")[:3]
     pred = predict(model, EvalSet(reader, ids, model.cfg, batch_size=2), "cpu")
     reader.close()
     assert pred["probs"].shape == (3, 4)
