@@ -1,6 +1,7 @@
 """Peak memory of one preprocess worker against the video's length.
 
     python bench/memory.py                         # 1, 15 and 60 minutes, this checkout
+    python bench/memory.py --minutes 60 --mfcc librosa   # the librosa recipe (rows "60 librosa")
     python bench/memory.py --minutes 1 15 --label before --repo /path/to/other/checkout
 
 Each video is generated once (cached in --cache): 160x120 at 5 fps, testsrc pictures, a 440 Hz
@@ -30,7 +31,9 @@ import resource, sys, time
 from pipeline.extract import extract_video
 from pipeline.params import PreprocessParams
 t = time.time()
-ex = extract_video(sys.argv[1], PreprocessParams())
+mfcc = sys.argv[2]
+params = PreprocessParams(mfcc=mfcc, winlen=512 / 16000) if mfcc == "librosa" else PreprocessParams()
+ex = extract_video(sys.argv[1], params)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time() - t, ex.mfcc.shape[0])
 """
 
@@ -48,27 +51,28 @@ def make_video(path: Path, seconds: int) -> None:
     tmp.rename(path)
 
 
-def measure(video: Path, repo: Path) -> tuple[float, float, int]:
+def measure(video: Path, repo: Path, mfcc: str) -> tuple[float, float, int]:
     env = dict(os.environ, PYTHONPATH=str(repo))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(video)], env=env, cwd=repo,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(video), mfcc], env=env, cwd=repo,
                          capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]) / 1024.0, float(out[1]), int(out[2])
 
 
 def write_md(results: dict, path: Path) -> None:
     labels = list(results)
-    minutes = sorted({int(m) for rows in results.values() for m in rows})
-    lines = ["# Peak RSS of one preprocess worker (extract_video, default parameters)", "",
+    minutes = sorted({m for rows in results.values() for m in rows},
+                     key=lambda m: (len(m.split()), int(m.split()[0])))
+    lines = ["# Peak RSS of one preprocess worker (extract_video, default parameters but the recipe)", "",
              f"Machine: {platform.machine()} Linux, 2-core CPU shared with other jobs, "
              f"Python {platform.python_version()}; videos 160x120 at 5 fps, H.264 + AAC "
              "44.1 kHz stereo tone (bench/memory.py). Peak RSS of the Python process "
              "(ru_maxrss, ffmpeg children not counted), MB; wall seconds in brackets.", "",
-             "| minutes of video | " + " | ".join(labels) + " |",
+             "| minutes of video (MFCC recipe psf unless named) | " + " | ".join(labels) + " |",
              "|---|" + "---|" * len(labels)]
     for m in minutes:
         cells = []
         for lab in labels:
-            r = results[lab].get(str(m))
+            r = results[lab].get(m)
             cells.append(f"{r['rss_mb']:.0f} MB ({r['wall_s']:.0f} s)" if r else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "Target: <= 300 MB at 60 minutes."]
@@ -79,6 +83,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=int, nargs="+", default=[1, 15, 60])
     ap.add_argument("--label", default="after")
+    ap.add_argument("--mfcc", choices=["psf", "librosa"], default="psf",
+                    help="MFCC recipe (librosa: window = nfft = 512 samples); rows get ' librosa' after the minutes")
     ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose pipeline is measured")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/vaanet-bench-memory"))
     args = ap.parse_args()
@@ -90,10 +96,10 @@ def main() -> None:
         video = args.cache / f"tone_{m}min.mp4"
         t = time.time()
         make_video(video, m * 60)
-        rss, wall, n = measure(video, args.repo.resolve())
+        rss, wall, n = measure(video, args.repo.resolve(), args.mfcc)
         print(f"{args.label}: {m:3d} min  peak RSS {rss:7.1f} MB  extract {wall:6.1f} s  "
               f"({n} MFCC frames; with generation {time.time() - t:.0f} s)", flush=True)
-        rows[str(m)] = dict(rss_mb=round(rss, 1), wall_s=round(wall, 1), mfcc_frames=n)
+        rows[str(m) + ("" if args.mfcc == "psf" else " librosa")] = dict(rss_mb=round(rss, 1), wall_s=round(wall, 1), mfcc_frames=n)
         res_json.write_text(json.dumps(results, indent=1) + "\n")
     write_md(results, ROOT / "bench" / "results" / "memory.md")
 
