@@ -1,5 +1,8 @@
-"""The soundtrack as MFCC: ffmpeg decodes mono 16-bit PCM at a fixed rate, python_speech_features
-computes the coefficients once, for the whole track (the authors recomputed them on every access).
+"""The soundtrack as MFCC: ffmpeg decodes mono 16-bit PCM, resampled to a fixed rate in the pipe,
+python_speech_features' coefficients are computed once per video (the authors recomputed them on
+every access), from blocks of DECODE_BLOCK_S seconds read from the pipe as they come: the window
+overlap is carried to the next block, so the coefficients are those of the whole track and a
+worker's memory does not grow with the track's length (tests/test_audio_blocks.py, bench/memory.py).
 
 The PCM goes to `mfcc()` as integer sample values (the scale of a WAV file read with scipy), so the
 first coefficient (log frame energy) matches what that usual recipe gives.
@@ -11,7 +14,8 @@ A video without an audio stream gets zeros of the shape its duration would give;
 
 `--mfcc librosa` takes librosa's recipe instead (pipeline/mfcc_librosa.py) on samples scaled
 to [-1, 1] as librosa reads them; the `official` profile also decodes as the authors' code
-did (pipeline/official_audio.py: an MP3 round trip, the channels' mean, resampy's filter).
+did (pipeline/official_audio.py: an MP3 round trip, the channels' mean, resampy's filter), on
+the whole track in memory.
 """
 from __future__ import annotations
 

@@ -72,3 +72,31 @@ def test_audio_features_reads_the_pipe_in_blocks(tmp_path, monkeypatch, recipe):
     got, has_audio, notes = audio_features(p, params, p.duration)
     assert has_audio and notes == []
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pipe_errors_are_video_errors(tmp_path):
+    """A failing ffmpeg ends the block stream with the reason; a hung one is killed on time;
+    a stream closed early leaves no ffmpeg behind."""
+    import dataclasses
+
+    import ffmpeg
+
+    from pipeline import audio, ffmpeg_bin
+    from pipeline.errors import VideoError
+    bad = ffmpeg.input(str(tmp_path / "none.wav")).output("pipe:", format="s16le")
+    with pytest.raises(VideoError) as e:
+        list(ffmpeg_bin.stream_chunks(bad, chunk_bytes=4096, reason="audio decode failed"))
+    assert e.value.reason == "audio decode failed" and "none.wav" in e.value.log_tail
+    slow = ffmpeg.input("sine=sample_rate=8000", f="lavfi", re=None).output("pipe:", format="s16le")
+    with pytest.raises(VideoError, match="timed out"):
+        list(ffmpeg_bin.stream_chunks(slow, chunk_bytes=4096, timeout=1.0))
+    gen = ffmpeg_bin.stream_chunks(slow, chunk_bytes=4096)
+    assert len(next(gen)) == 4096
+    gen.close()  # kills and reaps ffmpeg: no error, no hang
+
+    # a soundtrack ffmpeg cannot decode (here: a stream index the file lacks) keeps the video, silent
+    path = videos.write_video(tmp_path / "v.mp4", videos.counter_frames(25, 64, 48),
+                              pcm=videos.tone(440, 1.0))
+    p = dataclasses.replace(probe(path), audio_stream=7)
+    got, has_audio, notes = audio.audio_features(p, PreprocessParams(), p.duration)
+    assert not has_audio and notes[0].startswith("audio decode failed") and not got.any()
