@@ -66,3 +66,43 @@ def run_args(args: list[str], timeout: float | None = DEFAULT_TIMEOUT) -> tuple[
     except subprocess.TimeoutExpired as e:
         raise VideoError(f"ffmpeg timed out after {timeout:.0f} s", tail(e.stderr or b"")) from None
     return proc.returncode, proc.stderr.decode("utf-8", errors="replace")
+
+
+def stream_chunks(stream, *, chunk_bytes: int, reason: str = "decode failed",
+                  path: str | None = None, timeout: float | None = DEFAULT_TIMEOUT):
+    """Run an ffmpeg-python graph and yield its stdout in pieces of `chunk_bytes` (the last may
+    be shorter), so a long output never sits in memory whole; errors as `run` raises them, once
+    the output has ended. Closing the generator early kills ffmpeg."""
+    import threading
+    stream = stream.global_args("-hide_banner", "-nostats", "-nostdin")
+    proc = ffmpeg.run_async(stream, cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True,
+                            overwrite_output=True)
+    err: list[bytes] = []
+    # stderr drained beside stdout: a chatty log must not fill its pipe and stall ffmpeg
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    killed: list[bool] = []
+    timer = threading.Timer(timeout, lambda: (killed.append(True), proc.kill())) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        while True:
+            piece = proc.stdout.read(chunk_bytes)
+            if not piece:
+                break
+            yield piece
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join()
+    log = b"".join(err).decode("utf-8", errors="replace")
+    if killed:
+        raise VideoError(f"ffmpeg timed out after {timeout:.0f} s", tail(log), path)
+    if proc.returncode != 0:
+        raise VideoError(reason, tail(log), path)
+    if "partial file" in log:
+        raise VideoError("truncated file (data ends before the container index)", tail(log), path)

@@ -71,3 +71,78 @@ def mfcc_librosa(y: np.ndarray, sr: float, n_mfcc: int = 32, n_fft: int = 2048,
     db = 10.0 * np.log10(np.maximum(AMIN, mel))
     db = np.maximum(db, db.max() - TOP_DB)
     return dct(db, type=2, axis=1, norm="ortho")[:, :n_mfcc].astype(np.float32)
+
+
+class LibrosaMfccStream:
+    """mfcc_librosa fed a block of samples at a time, for tracks too long to hold whole.
+
+    Centred frames: the first block's start gets the reflected padding once n_fft // 2 + 1
+    samples have arrived; the end's padding is added by `finish`, from the last samples kept.
+    The 80 dB floor needs the whole track's maximum before the DCT: the mel spectra (float64,
+    128 per frame) go to an unnamed temporary file as they are computed and come back a block
+    at a time in `finish`, so memory stays bounded while the disk holds ~1 KB per frame.
+    Tracks shorter than one window are computed whole (np.pad's repeated reflection)."""
+
+    def __init__(self, sr: float, n_mfcc: int = 32, n_fft: int = 2048, hop: int = 512):
+        import tempfile
+        self.sr, self.n_mfcc, self.n_fft, self.hop = sr, n_mfcc, n_fft, hop
+        self.half = n_fft // 2
+        self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+        self.fb_t = mel_filters(sr, n_fft).T
+        self.head = np.empty(0)  # samples before the padding could be made (short tracks)
+        self.pending = None  # padded signal not yet consumed by a frame (None: not started)
+        self.tail = np.empty(0)  # the last half + 1 samples, for the end's reflection
+        self.n_samples = 0
+        self.done = 0  # frames computed
+        self.db_max = -np.inf
+        self.spill = tempfile.TemporaryFile(prefix="vaanet-mel-")
+
+    def feed(self, y: np.ndarray) -> None:
+        y = np.asarray(y, dtype=np.float64)
+        if not len(y):
+            return
+        self.n_samples += len(y)
+        self.tail = np.concatenate((self.tail, y))[-(self.half + 1):]
+        if self.pending is None:
+            self.head = np.concatenate((self.head, y))
+            if len(self.head) <= self.n_fft:
+                return
+            # np.pad's reflection of the start: samples 1..half, mirrored
+            y, self.head = np.concatenate((self.head[1:self.half + 1][::-1], self.head)), None
+            self.pending = np.empty(0)
+        buf = np.concatenate((self.pending, y))
+        n_full = 0 if len(buf) < self.n_fft else 1 + (len(buf) - self.n_fft) // self.hop
+        if n_full:
+            self._mel(buf, n_full)
+        self.pending = buf[n_full * self.hop:].copy()
+
+    def _mel(self, buf: np.ndarray, n: int) -> None:
+        frames = as_strided(buf, (n, self.n_fft), (self.hop * buf.itemsize, buf.itemsize),
+                            writeable=False)
+        for a in range(0, n, _BLOCK):
+            spec = np.fft.rfft(frames[a:a + _BLOCK] * self.window, axis=1)
+            db = 10.0 * np.log10(np.maximum(AMIN, (spec.real ** 2 + spec.imag ** 2) @ self.fb_t))
+            self.db_max = max(self.db_max, float(db.max()))
+            self.spill.write(np.ascontiguousarray(db).tobytes())
+        self.done += n
+
+    def finish(self) -> np.ndarray:
+        """float32 [T, n_mfcc], T = 1 + n_samples // hop, as mfcc_librosa of everything fed."""
+        try:
+            if self.pending is None:
+                return mfcc_librosa(self.head, self.sr, self.n_mfcc, self.n_fft, self.hop)
+            # np.pad's reflection of the end: the samples before the last, mirrored
+            end = self.tail[-(self.half + 1):-1][::-1]
+            rest = n_frames(self.n_samples, self.hop) - self.done
+            if rest > 0:
+                self._mel(np.concatenate((self.pending, end)), rest)
+            self.spill.seek(0)
+            out = np.empty((self.done, self.n_mfcc), np.float32)
+            floor, row = self.db_max - TOP_DB, N_MELS * 8
+            for a in range(0, self.done, 4 * _BLOCK):
+                db = np.frombuffer(self.spill.read(row * 4 * _BLOCK), np.float64).reshape(-1, N_MELS)
+                out[a:a + len(db)] = dct(np.maximum(db, floor), type=2, axis=1,
+                                         norm="ortho")[:, :self.n_mfcc]
+            return out
+        finally:
+            self.spill.close()
