@@ -358,6 +358,20 @@ def _given(ctx, values: dict) -> dict:
             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
 
 
+_ALLOW_INCOMPLETE = click.option(
+    "--allow-incomplete", is_flag=True, default=False,
+    help="Use a preprocessed folder whose `vaanet preprocess` run did not finish (refused "
+         "otherwise, saying how many videos are missing).")
+
+
+def _allow_incomplete(flag: bool) -> None:
+    """--allow-incomplete reaches trainer.data.open_data (and torchrun's processes) this way."""
+    if flag:
+        import os
+        from trainer.data import ALLOW_INCOMPLETE_ENV
+        os.environ[ALLOW_INCOMPLETE_ENV] = "1"
+
+
 def _training_options(f):
     """Options shared by `train` and `ablate` (every one overrides --config FILE)."""
     options = [
@@ -419,6 +433,7 @@ def _training_options(f):
         click.option("--gpus", type=int, default=1, show_default=True,
                      help="Processes (GPUs) on this machine: N > 1 relaunches this command under "
                           "torchrun with DistributedDataParallel."),
+        _ALLOW_INCOMPLETE,
     ]
     for option in reversed(options):
         f = option(f)
@@ -497,6 +512,7 @@ def train(ctx, config_file, gpus, **values):
     Demo:  vaanet preprocess --dataset demo && vaanet train
     """
     from trainer import distributed, run_config
+    _allow_incomplete(values.pop("allow_incomplete"))
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -542,8 +558,9 @@ def train(ctx, config_file, gpus, **values):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Loader worker processes. [default: cores - 1, between 1 and 16]")
+@_ALLOW_INCOMPLETE
 def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, channels_last, batch_size,
-             workers):
+             workers, allow_incomplete):
     """Deterministic evaluation of a trained model (fixed snippet, centre crop, no flip).
 
     \b
@@ -555,6 +572,7 @@ def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, channels
     from trainer import run_config
     from trainer.evaluate import evaluate as run_evaluation
     from trainer.metrics import format_report
+    _allow_incomplete(allow_incomplete)
     try:
         res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
                              which=which, device=device, batch_size=batch_size, workers=workers,
@@ -584,6 +602,7 @@ def ablate(ctx, attns, config_file, gpus, **values):
     With --split all each row runs every split and reports the mean.
     """
     from trainer import distributed, run_config
+    _allow_incomplete(values.pop("allow_incomplete"))
     given_loss = values.pop("loss")
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
     if cfg.data is None:

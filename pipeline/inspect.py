@@ -70,6 +70,21 @@ def summary(root) -> str:
             examples = [v["id"] for v in failed if v["reason"] == reason]
             lines.append(f"  {n} x {reason}: {', '.join(examples[:5])}"
                          + (" ..." if len(examples) > 5 else ""))
+    state = index.get("run")
+    if state is not None and not state.get("complete", True):
+        lines.append(f"unfinished: {max(0, state['expected'] - len(videos))} of "
+                     f"{state['expected']} videos not done yet (the preprocess run did not finish; "
+                     "run the same `vaanet preprocess` command to complete it)")
+    elif state is None:
+        lines.append("completion: not recorded (made by an older vaanet); complete if every "
+                     "listed shard is present")
+    shards = sorted({v["shard"] for v in ok})
+    missing = [s for s in shards if not (root / s).is_file()]
+    if missing:
+        lines.append(f"missing shards: {len(missing)} of {len(shards)} listed in {fmt.INDEX} "
+                     f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
+                     f"{sum(v['shard'] in missing for v in ok)} videos unreadable; run the same "
+                     "`vaanet preprocess` command to decode them again")
     pending = fmt.read_jsonl(root / fmt.JOURNAL)
     if pending or list(root.glob("*" + fmt.PARTIAL_SUFFIX)):
         lines.append(f"unfinished run: {len(pending)} videos in a partial shard, not listed yet "

@@ -53,6 +53,7 @@ class RunResult:
     bytes_on_disk: int = 0
     seconds: float = 0.0
     salvaged: int = 0
+    repaired: int = 0     # listed videos whose shard was missing or unreadable, decoded again
 
     @property
     def exit_code(self) -> int:
@@ -252,13 +253,22 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         done = writer.done
         todo = [v for v in selected if v.id not in done]
         res = RunResult(out, scanned=len(videos), selected=len(selected),
-                        already_done=len(selected) - len(todo), salvaged=writer.salvaged)
+                        already_done=len(selected) - len(todo), salvaged=writer.salvaged,
+                        repaired=len(writer.repaired))
+        # the completion record: cleared before any decoding, set only once every selected video
+        # is committed, so a killed run reads as unfinished (inspect shows it, train refuses it);
+        # a rerun with nothing to do rewrites nothing
+        if todo:
+            writer.header["run"] = {"complete": False, "expected": len(selected)}
+            writer.write_index()
         crash_after = int(os.environ.get(CRASH_HOOK, 0))
         t0 = time.time()
         try:
             if todo:
                 _decode_all(todo, params, jobs, backend, writer, res, crash_after, progress, tqdm)
             writer.close()
+            writer.header["run"] = {"complete": True, "expected": len(selected)}
+            writer.write_index()
         except BaseException:
             writer.abandon()   # journal + partial stay: the same command resumes
             raise
@@ -313,6 +323,9 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
         lines.append(f"  already done: {res.already_done} (not decoded again"
                      + (f"; {res.salvaged} recovered from an interrupted shard" if res.salvaged
                         else "") + ")")
+    if res.repaired:
+        lines.append(f"  repaired: {res.repaired} listed videos whose shard was missing or "
+                     "unreadable are decoded again")
     if res.decoded:
         per = res.seconds / res.decoded
         workers = "dask workers" if is_dask(backend) else f"jobs {jobs or default_jobs()}"

@@ -42,6 +42,8 @@ class ShardReader:
         self.splits: list[str] = list(index["splits"])
         self.records: dict[str, dict] = {r["id"]: r for r in index["videos"]}
         self.ids: list[str] = [r["id"] for r in index["videos"] if r["status"] == fmt.OK]
+        # {"complete", "expected"} of the preprocess run; None in outputs made before the record
+        self.run_state: dict | None = index.get("run")
         self._files: dict[str, object] = {}
         self._pid = os.getpid()
 

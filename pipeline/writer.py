@@ -59,6 +59,7 @@ class ShardWriter:
         self._bytes = 0
         self.salvaged = 0                     # videos recovered from a partial shard at open()
         self.dropped = 0                      # journaled videos that could not be recovered
+        self.repaired: list[str] = []         # listed ok videos whose shard was missing/unreadable
 
     # ---- state ----
     @property
@@ -88,6 +89,8 @@ class ShardWriter:
             index = json.loads(index_path.read_text())
             fmt.check_version(index.get("format_version"), str(index_path), write=True)
             self.records = {r["id"]: r for r in index["videos"]}
+            self.header.update({k: index[k] for k in ("run",) if k in index})
+            self._drop_unreadable(h5py)
         self.logs = {d["id"]: d for d in read_jsonl(self.out / fmt.FAILURES)}
         to_salvage = []
         for rec in read_jsonl(self.out / fmt.JOURNAL):
@@ -115,6 +118,29 @@ class ShardWriter:
                 p.unlink()
         self._write_journal()
         return self
+
+    def _drop_unreadable(self, h5py):
+        """Forget listed videos whose shard is missing or does not read back, so the run
+        decodes them again (a shard that does not open at all is removed: nothing in it reads)."""
+        import logging
+        by_shard: dict[str, list[dict]] = {}
+        for rec in self.records.values():
+            if rec["status"] == fmt.OK:
+                by_shard.setdefault(rec["shard"], []).append(rec)
+        for shard, recs in sorted(by_shard.items()):
+            path = self.out / shard
+            bad = recs
+            if path.exists():
+                try:
+                    with h5py.File(path, "r") as f:
+                        bad = [r for r in recs if not self._readable(h5py, path, r, f=f)]
+                except Exception:
+                    logging.getLogger(__name__).warning("%s does not open: removed, its %d "
+                                                        "videos are decoded again", path, len(recs))
+                    path.unlink()
+            for r in bad:
+                del self.records[r["id"]]
+                self.repaired.append(r["id"])
 
     @staticmethod
     def _readable(h5py, path: Path, rec: dict, f=None) -> bool:

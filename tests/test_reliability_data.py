@@ -1,0 +1,96 @@
+"""Reliability of a preprocessed output: an interrupted run is recorded and refused by the
+trainer, a rerun repairs missing or unreadable shards."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from pipeline import format as fmt
+from pipeline.reader import ShardReader
+from tests.test_preprocess import GOOD, REPO, SMALL, good, preprocess, shard_keys, videos  # noqa: F401
+from trainer.data import open_data
+from trainer.errors import RunError
+
+
+def killed_run(root, out, after: int, tmp_path):
+    """`vaanet preprocess` ended by the documented crash hook after `after` committed videos."""
+    cmd = [sys.executable, "-m", "cli", "preprocess", "--dataset", "demo", "--root", str(root),
+           "--out", str(out), *SMALL]
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, env=dict(os.environ, VAANET_TEST_CRASH_AFTER=str(after)),
+                             cwd=REPO, stdout=f, stderr=f, start_new_session=True)
+        p.wait(timeout=120)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    assert p.returncode == 9, log.read_text()
+
+
+def test_interrupted_output_is_recorded_shown_and_refused(good, tmp_path):
+    out = tmp_path / "out"
+    killed_run(good, out, 4, tmp_path)     # two complete shards, nothing in a partial
+    index = json.loads((out / fmt.INDEX).read_text())
+    assert index["run"] == {"complete": False, "expected": GOOD}
+    listed = len(index["videos"])
+    assert 0 < listed < GOOD
+
+    r = CliRunner().invoke(main, ["inspect", str(out)])
+    assert r.exit_code == 0
+    assert f"unfinished: {GOOD - listed} of {GOOD} videos not done yet" in r.output
+
+    with pytest.raises(RunError, match=rf"did not finish \({GOOD - listed} of {GOOD} videos "
+                                       r"missing\); rerun the same `vaanet preprocess`"):
+        open_data(out)
+    assert len(open_data(out, allow_incomplete=True).ids) == listed
+    r = CliRunner().invoke(main, ["train", "--data", str(out), "--preset", "demo",
+                                  "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert r.exit_code == 2 and "did not finish" in r.output and "--allow-incomplete" in r.output
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "none.pt"),
+                                  "--data", str(out), "--help"])
+    assert "--allow-incomplete" in r.output
+
+    r = preprocess(good, out)              # the same command completes it
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / fmt.INDEX).read_text())["run"] == {"complete": True,
+                                                                "expected": GOOD}
+    assert "unfinished" not in CliRunner().invoke(main, ["inspect", str(out)]).output
+    assert len(open_data(out).ids) == GOOD
+
+
+def test_missing_and_unreadable_shards_are_decoded_again(good, tmp_path):
+    out = tmp_path / "out"
+    assert preprocess(good, out).exit_code == 0
+    shards = sorted(out.glob(fmt.SHARD_GLOB))
+    assert len(shards) >= 3
+    reader = ShardReader(out)
+    in_shard = lambda name: [i for i in reader.ids if reader.meta(i)["shard"] == name]  # noqa: E731
+    gone, damaged = shards[0], shards[1]
+    lost = in_shard(gone.name) + in_shard(damaged.name)
+    gone.unlink()
+    damaged.write_bytes(damaged.read_bytes()[:200])         # truncated: does not open
+
+    r = CliRunner().invoke(main, ["inspect", str(out)])
+    assert f"missing shards: 1 of {len(shards)}" in r.output and gone.name in r.output
+
+    r = preprocess(good, out)
+    assert r.exit_code == 0, r.output
+    assert "nothing to decode" not in r.output
+    assert f"repaired: {len(lost)} listed videos" in r.output
+    assert f"decoded now: {len(lost)}" in r.output
+    keys = shard_keys(out)
+    assert len(keys) == len(set(keys)) == GOOD
+    reader = ShardReader(out)
+    assert sorted(reader.ids) == sorted(ShardReader(out).ids) and len(reader.ids) == GOOD
+    for i in reader.ids:                                   # every listed video reads back
+        reader.frames(i), reader.mfcc(i)
+    r = CliRunner().invoke(main, ["inspect", "--verify", str(out)])
+    assert r.exit_code == 0, r.output
+    r = preprocess(good, out)                              # now really complete
+    assert "nothing to decode: the output is complete" in r.output
