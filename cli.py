@@ -137,9 +137,13 @@ def _param_option(name, help):
 @click.option("--overwrite", is_flag=True,
               help="Delete an existing output made with other settings and start again.")
 @click.option("--retry-failed", is_flag=True, help="Decode videos that failed before again.")
+@click.option("--prune-missing", is_flag=True,
+              help="Remove from the index the videos whose source file no longer exists "
+                   "(otherwise they are kept and reported).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, limit, shard_size_mb,
-               seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, **overrides):
+               seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, prune_missing,
+               **overrides):
     """Decode every video once into HDF5 shards that `vaanet train` streams.
 
     \b
@@ -202,7 +206,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
             result = pp.run(dataset, root, out or f"data/processed/{dataset}", params,
                             split_file=split_file, polarity_file=polarity_file, jobs=jobs,
                             backend=backend, limit=limit, seed=seed, overwrite=overwrite,
-                            retry_failed=retry_failed, progress=not (quiet or _quiet()),
+                            retry_failed=retry_failed, prune_missing=prune_missing,
+                            progress=not (quiet or _quiet()),
                             echo=click.echo)
         except ValueError as e:
             raise click.UsageError(str(e)) from None

@@ -54,6 +54,9 @@ class RunResult:
     seconds: float = 0.0
     salvaged: int = 0
     repaired: int = 0     # listed videos whose shard was missing or unreadable, decoded again
+    changed: list = field(default_factory=list)   # ids whose source file changed: decoded again
+    gone: list = field(default_factory=list)      # ids whose source file disappeared
+    pruned: bool = False                          # ... and were removed (--prune-missing)
 
     @property
     def exit_code(self) -> int:
@@ -224,7 +227,7 @@ def make_parallel(jobs, backend):
 
 def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
-        retry_failed=False, progress=True, echo=print) -> RunResult:
+        retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
     from tqdm import tqdm
     from pipeline.writer import ShardWriter
 
@@ -250,11 +253,19 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         selected = round_robin(videos)[:limit] if limit else videos
         if retry_failed:
             writer.forget_failures({v.id for v in selected})
+        from pipeline import sources
+        changed, gone, restat = sources.check(writer.records, videos, file_sha1)
+        writer.forget(changed)
+        if prune_missing:
+            writer.forget(gone)
+        if changed or restat or (gone and prune_missing):
+            writer.write_index()
         done = writer.done
         todo = [v for v in selected if v.id not in done]
         res = RunResult(out, scanned=len(videos), selected=len(selected),
                         already_done=len(selected) - len(todo), salvaged=writer.salvaged,
-                        repaired=len(writer.repaired))
+                        repaired=len(writer.repaired), changed=changed, gone=gone,
+                        pruned=prune_missing)
         # the completion record: cleared before any decoding, set only once every selected video
         # is committed, so a killed run reads as unfinished (inspect shows it, train refuses it);
         # a rerun with nothing to do rewrites nothing
@@ -323,6 +334,14 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
         lines.append(f"  already done: {res.already_done} (not decoded again"
                      + (f"; {res.salvaged} recovered from an interrupted shard" if res.salvaged
                         else "") + ")")
+    if res.changed:
+        lines.append(f"  source changed: {len(res.changed)} videos decoded again ("
+                     + ", ".join(res.changed[:5]) + (", ..." if len(res.changed) > 5 else "") + ")")
+    if res.gone:
+        lines.append(f"  source gone: {len(res.gone)} listed videos no longer exist ("
+                     + ", ".join(res.gone[:5]) + (", ..." if len(res.gone) > 5 else "") + "): "
+                     + ("removed from the index (--prune-missing)" if res.pruned else
+                        "kept; rerun with --prune-missing to remove them from the index"))
     if res.repaired:
         lines.append(f"  repaired: {res.repaired} listed videos whose shard was missing or "
                      "unreadable are decoded again")

@@ -73,6 +73,12 @@ class ShardWriter:
             del self.records[i]
             self.logs.pop(i, None)
 
+    def forget(self, ids):
+        """Drop these videos from the index (source changed: decoded again; or gone)."""
+        for i in ids:
+            self.records.pop(i, None)
+            self.logs.pop(i, None)
+
     def _next_shard_number(self) -> int:
         names = [p.name for p in self.out.glob("shard-*.h5*")]
         names += [r["shard"] for r in self.records.values() if r.get("shard")]
@@ -250,6 +256,11 @@ class ShardWriter:
             fps=float(info.get("fps", 0.0)), duration=float(info.get("duration", 0.0)),
             has_audio=bool(info.get("has_audio", False)), sha1=sha1,
             notes=list(info.get("notes", [])))
+        try:   # the source's size and mtime: a rerun compares them (pipeline/sources.py)
+            from pipeline.sources import stat_of
+            rec.update(stat_of(video.path))
+        except OSError:
+            pass
         for k in ("id", "label", "class", "source", "sha1", "fps", "duration", "has_audio"):
             g.attrs[k] = rec[k]
         g.attrs["info"] = json.dumps(info, default=str)

@@ -94,3 +94,39 @@ def test_missing_and_unreadable_shards_are_decoded_again(good, tmp_path):
     assert r.exit_code == 0, r.output
     r = preprocess(good, out)                              # now really complete
     assert "nothing to decode: the output is complete" in r.output
+
+
+def test_changed_and_gone_sources_on_rerun(good, tmp_path):
+    import hashlib
+    import shutil
+    import numpy as np
+    root = tmp_path / "root"
+    shutil.copytree(good, root)
+    out = tmp_path / "out"
+    assert preprocess(root, out).exit_code == 0
+    changed, touched, deleted = root / "joy/joy_00.mp4", root / "fear/fear_00.mp4", \
+        root / "anger/anger_01.mp4"
+    shutil.copyfile(root / "joy/joy_01.mp4", changed)        # other content, same name
+    os.utime(touched, ns=(1, 10**18))                        # only the mtime differs
+    deleted.unlink()
+
+    r = preprocess(root, out)
+    assert r.exit_code == 0, r.output
+    assert "source changed: 1 videos decoded again (joy/joy_00)" in r.output
+    assert "decoded now: 1" in r.output                     # not the touched one
+    assert "source gone: 1 listed videos no longer exist (anger/anger_01)" in r.output
+    assert "--prune-missing" in r.output
+    reader = ShardReader(out)
+    meta = reader.meta("joy/joy_00")
+    assert meta["sha1"] == hashlib.sha1(changed.read_bytes()).hexdigest()
+    assert np.array_equal(reader.frames("joy/joy_00"), reader.frames("joy/joy_01"))
+    assert reader.meta("fear/fear_00")["source_mtime_ns"] == 10**18
+    assert "anger/anger_01" in reader.ids                    # kept without the flag
+    keys = shard_keys(out)
+    assert len(keys) == GOOD + 1                             # the old group stays, unlisted
+
+    r = preprocess(root, out, "--prune-missing")
+    assert r.exit_code == 0 and "removed from the index (--prune-missing)" in r.output
+    assert "anger/anger_01" not in ShardReader(out).ids
+    r = preprocess(root, out)
+    assert "nothing to decode: the output is complete" in r.output and "source gone" not in r.output
