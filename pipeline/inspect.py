@@ -94,7 +94,8 @@ def summary(root) -> str:
 
 
 def verify(root, progress: bool = False) -> list[str]:
-    """Read every sample back; return the problems found (empty: all good)."""
+    """Read every sample back and recompute every array's checksum; return the problems found
+    (empty: all good)."""
     import h5py
     from tqdm import tqdm
     from pipeline.reader import ShardReader
@@ -119,10 +120,18 @@ def verify(root, progress: bool = False) -> list[str]:
                 problems.append(f"{name}: cannot be opened: {e}")
         for vid in tqdm(r.ids, unit="video", desc="verify", disable=not progress):
             m = r.meta(vid)
+            try:   # the stored bytes first: damage there explains any decoding error after it
+                damaged = fmt.checksum_problems(r._group(vid))
+            except Exception as e:
+                problems.append(f"{vid}: cannot be read from {m['shard']}: {type(e).__name__}: {e}")
+                continue
+            problems += [f"{vid}: {name} does not match its checksum in {m['shard']}: the "
+                         "stored data is damaged" for name in damaged]
             try:
                 frames, mfcc = r.frames(vid), r.mfcc(vid)
             except Exception as e:
-                problems.append(f"{vid}: cannot be read: {type(e).__name__}: {e}")
+                if not damaged:   # else the checksum line says why
+                    problems.append(f"{vid}: cannot be read: {type(e).__name__}: {e}")
                 continue
             problems += [f"{vid}: {msg}" for msg in _check(frames, mfcc, m, p)]
     return problems

@@ -249,6 +249,13 @@ class ShardWriter:
         else:
             g.create_dataset(fmt.FRAMES, data=frames)  # contiguous
         g.create_dataset(fmt.MFCC, data=mfcc)
+        written = {fmt.MFCC: mfcc}
+        if isinstance(frames, EncodedFrames):
+            written.update({fmt.JPEG: frames.data, fmt.JPEG_OFFSETS: frames.offsets})
+        else:
+            written[fmt.FRAMES] = frames
+        for name, array in written.items():   # checked by `vaanet inspect --verify`
+            g[name].attrs[fmt.CHECKSUM] = fmt.checksum(array)
         rec = fmt.video_record(
             id=video.id, label=video.label, cls=video.cls,
             polarity=self.header["polarity"][video.label], source=_source(video),

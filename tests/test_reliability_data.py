@@ -130,3 +130,54 @@ def test_changed_and_gone_sources_on_rerun(good, tmp_path):
     assert "anger/anger_01" not in ShardReader(out).ids
     r = preprocess(root, out)
     assert "nothing to decode: the output is complete" in r.output and "source gone" not in r.output
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+def test_checksums_catch_damaged_pixels(good, tmp_path, codec):
+    import h5py
+    import numpy as np
+    out = tmp_path / "out"
+    assert preprocess(good, out, "--codec", codec).exit_code == 0
+    reader = ShardReader(out)
+    vid = "joy/joy_01"
+    shard = out / reader.meta(vid)["shard"]
+    with h5py.File(shard, "r") as f:
+        g = f[fmt.video_key(vid)]
+        for name in fmt.ARRAYS:                              # recorded at write time
+            if name in g:
+                assert g[name].attrs[fmt.CHECKSUM] == fmt.checksum(g[name][()])
+        ds = g[fmt.JPEG if codec == "jpeg" else fmt.FRAMES]
+        offset, n = ds.id.get_offset(), min(ds.id.get_storage_size(), 1000)
+    assert offset is not None                                # contiguous: damage it in place
+    data = bytearray(shard.read_bytes())
+    data[offset + 100:offset + 100 + n // 2] = bytes(255 - b for b in data[offset + 100:offset + 100 + n // 2])
+    shard.write_bytes(bytes(data))
+
+    r = CliRunner().invoke(main, ["inspect", "--verify", str(out)])
+    assert r.exit_code == 1
+    name = fmt.JPEG if codec == "jpeg" else fmt.FRAMES
+    assert (f"problem: {vid}: {name} does not match its checksum in {shard.name}: the stored "
+            "data is damaged") in r.output
+    assert sum(line.startswith("problem:") for line in r.output.splitlines()) == 1, r.output
+
+
+def test_damaged_metadata_in_a_worker_names_video_and_shard(good, tmp_path):
+    import h5py
+    from types import SimpleNamespace
+    from trainer.loader import ClipDataset, SampleError, make_loader
+    out = tmp_path / "out"
+    assert preprocess(good, out).exit_code == 0
+    reader = ShardReader(out)
+    vid = reader.ids[0]
+    shard = reader.meta(vid)["shard"]
+    with h5py.File(out / shard, "r+") as f:
+        del f[fmt.video_key(vid)][fmt.MFCC]
+    cfg = SimpleNamespace(segments=2, frames=4, crop=32, audio_segments=2, audio_len=16,
+                          n_mfcc=32, audio_sampling="aligned", streams="both")
+    loader = make_loader(ClipDataset(reader, [vid], cfg, train=False), 1, train=False, workers=1)
+    with pytest.raises(SampleError) as e:
+        list(loader)
+    msg = str(e.value)
+    assert msg.startswith(f"cannot read video {vid!r} from {out / shard} (KeyError")
+    assert "Traceback" not in msg and "vaanet inspect --verify" in msg \
+        and "same `vaanet preprocess` command" in msg
