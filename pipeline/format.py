@@ -108,6 +108,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+class DamagedFile(ValueError):
+    """index.json or params.json does not parse: one sentence naming the file and the remedy."""
+
+
+def read_json(path) -> dict:
+    """A small JSON file of an output; a truncated or invalid one raises DamagedFile."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFile(
+            f"{path} is damaged ({type(e).__name__}: {e}); it cannot be repaired in place: run "
+            "the same `vaanet preprocess` command with --overwrite to make the output again "
+            "(or restore the file from a backup)") from None
+
+
 CHECKSUM = "crc32"
 ARRAYS = (FRAMES, JPEG, JPEG_OFFSETS, MFCC)
 

@@ -16,7 +16,7 @@ def load_index(root) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no {fmt.INDEX} in {root}: not a preprocessed directory "
                                 "(make one with `vaanet preprocess`)")
-    index = json.loads(path.read_text())
+    index = fmt.read_json(path)
     fmt.check_version(index.get("format_version"), str(path))
     return index
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import time
 import traceback
@@ -150,7 +149,7 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
             raise OutputRefused(f"{out} is not empty and holds no {fmt.PARAMS}: not a vaanet "
                                  "output; choose another --out")
         return
-    old = json.loads(pj.read_text())
+    old = fmt.read_json(pj)
     new = params.to_dict()
     diffs = []
     if old.get("dataset") != dataset:
@@ -286,7 +285,7 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         res.seconds = time.time() - t0
     finally:
         os.close(fd)
-    records = json.loads((out / fmt.INDEX).read_text())["videos"]
+    records = fmt.read_json(out / fmt.INDEX)["videos"]
     res.ok_total = sum(r["status"] == fmt.OK for r in records)
     res.failed_total = sum(r["status"] == fmt.FAILED for r in records)
     res.shards = len(list(out.glob(fmt.SHARD_GLOB)))

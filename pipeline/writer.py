@@ -92,7 +92,7 @@ class ShardWriter:
             tmp.unlink()
         index_path = self.out / fmt.INDEX
         if index_path.exists():
-            index = json.loads(index_path.read_text())
+            index = fmt.read_json(index_path)
             fmt.check_version(index.get("format_version"), str(index_path), write=True)
             self.records = {r["id"]: r for r in index["videos"]}
             self.header.update({k: index[k] for k in ("run",) if k in index})

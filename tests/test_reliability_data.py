@@ -181,3 +181,25 @@ def test_damaged_metadata_in_a_worker_names_video_and_shard(good, tmp_path):
     assert msg.startswith(f"cannot read video {vid!r} from {out / shard} (KeyError")
     assert "Traceback" not in msg and "vaanet inspect --verify" in msg \
         and "same `vaanet preprocess` command" in msg
+
+
+def test_truncated_index_or_params_gives_one_sentence(good, tmp_path):
+    out = tmp_path / "out"
+    assert preprocess(good, out, "--limit", "2").exit_code == 0
+    index = out / fmt.INDEX
+    index.write_text(index.read_text()[:300])
+    for args in (["inspect", str(out)], ["inspect", "--verify", str(out)],
+                 ["train", "--data", str(out), "--preset", "demo", "--out", str(tmp_path / "r")]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert f"{index} is damaged (JSONDecodeError" in r.output and "--overwrite" in r.output
+        assert "Traceback" not in r.output
+    r = preprocess(good, out, "--limit", "2")
+    assert r.exit_code == 2 and f"{index} is damaged" in r.output
+    params = out / fmt.PARAMS
+    params.write_text(params.read_text()[:50])
+    r = preprocess(good, out, "--limit", "2")
+    assert r.exit_code == 2 and f"{params} is damaged" in r.output
+    r = preprocess(good, out, "--limit", "2", "--overwrite")   # the remedy it names
+    assert r.exit_code == 0, r.output
+    assert len(ShardReader(out).ids) == 2

@@ -31,8 +31,11 @@ def open_data(path, allow_incomplete: bool | None = None):
     if not (path / "index.json").is_file():
         raise RunError(f"{path} is not a preprocessed dataset folder: no index.json "
                          "(expected the output of `vaanet preprocess --out DIR`)")
+    from pipeline.format import DamagedFile
     try:
         reader = ShardReader(path)
+    except DamagedFile as e:
+        raise RunError(str(e)) from None
     except (OSError, KeyError, ValueError) as e:
         raise RunError(f"cannot read the shards in {path}: {e}") from None
     if not reader.ids:
