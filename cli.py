@@ -177,7 +177,16 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
 
     \b
     Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),
-    2 usage error (options, layout, or an output made with other settings).
+    2 usage error (options, layout, an output made with other settings, or a damaged
+    index.json/params.json: --overwrite), 3 disk full (free space, rerun the same command),
+    130 interrupted (Ctrl-C; rerun the same command).
+
+    \b
+    A rerun also repairs: videos of a missing or unreadable shard and videos whose source file
+    changed (size/mtime, then SHA-1) are decoded again; videos whose source is gone are
+    reported (--prune-missing removes them). index.json records whether the run finished
+    (`vaanet inspect` shows "unfinished"; train/evaluate/ablate refuse it without
+    --allow-incomplete).
     """
     import warnings
     from pipeline import preprocess as pp
@@ -211,6 +220,9 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
                             echo=click.echo)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
+        except pp.DiskFull as e:
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(pp.DISK_FULL_EXIT)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: run the same command again to resume", err=True)
             raise SystemExit(130)

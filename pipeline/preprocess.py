@@ -6,7 +6,8 @@ kill -9 at any moment leaves an output that the same command completes: committe
 never decoded again, failed videos are recorded once (retried with --retry-failed).
 
 Exit status: 0 every video is ok, 1 some videos failed (listed in failures.jsonl),
-2 usage error (bad options, wrong layout, output made with other parameters).
+2 usage error (bad options, wrong layout, output made with other parameters, a damaged
+index.json or params.json), 3 the disk is full (DiskFull: free space, rerun the same command).
 
 Test hook: the environment variable VAANET_TEST_CRASH_AFTER=N makes the run end abruptly with
 os._exit(9) (as a kill -9 would) right after its N-th video is committed. Tests use it to check
@@ -35,6 +36,28 @@ CRASH_HOOK = "VAANET_TEST_CRASH_AFTER"
 
 class OutputRefused(ValueError):
     """The output directory cannot be used: other settings, not ours, or busy."""
+
+
+DISK_FULL_EXIT = 3
+
+
+class DiskFull(RuntimeError):
+    """The output's file system is full (or over quota): the CLI prints the sentence and exits
+    with DISK_FULL_EXIT."""
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain (h5py and joblib wrap it)."""
+    import errno
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @dataclass
@@ -224,9 +247,21 @@ def make_parallel(jobs, backend):
 
 # ---- the run ----
 
-def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
-        polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
-        retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
+def run(dataset: str, root, out, params: PreprocessParams, **kw) -> RunResult:
+    """Preprocess `root` into `out` (see `_run`); a full disk raises DiskFull with what to do."""
+    try:
+        return _run(dataset, root, out, params, **kw)
+    except BaseException as e:
+        if is_disk_full(e):
+            raise DiskFull(f"no space left on the device holding {out}: the videos already "
+                           "written there are kept (the next run resumes after them); free some "
+                           "space and run the same `vaanet preprocess` command again") from None
+        raise
+
+
+def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
+         polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
+         retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
     from tqdm import tqdm
     from pipeline.writer import ShardWriter
 
@@ -280,7 +315,10 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
             writer.header["run"] = {"complete": True, "expected": len(selected)}
             writer.write_index()
         except BaseException:
-            writer.abandon()   # journal + partial stay: the same command resumes
+            try:
+                writer.abandon()   # journal + partial stay: the same command resumes
+            except OSError:        # closing may fail on a full disk too; the journal says what is safe
+                pass
             raise
         res.seconds = time.time() - t0
     finally:

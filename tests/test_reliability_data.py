@@ -203,3 +203,30 @@ def test_truncated_index_or_params_gives_one_sentence(good, tmp_path):
     r = preprocess(good, out, "--limit", "2", "--overwrite")   # the remedy it names
     assert r.exit_code == 0, r.output
     assert len(ShardReader(out).ids) == 2
+
+
+def test_full_disk_during_preprocess(good, tmp_path, monkeypatch):
+    import errno
+    from pipeline.writer import ShardWriter
+    out = tmp_path / "out"
+    real_add, calls = ShardWriter.add, []
+
+    def add(self, *a, **k):          # the 4th video finds the disk full, as h5py reports it
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_add(self, *a, **k)
+
+    monkeypatch.setattr(ShardWriter, "add", add)
+    r = preprocess(good, out)
+    assert r.exit_code == 3, r.output
+    assert (f"error: no space left on the device holding {out}: the videos already written "
+            "there are kept") in r.output
+    assert "run the same `vaanet preprocess` command again" in r.output
+    assert "Traceback" not in r.output
+    monkeypatch.setattr(ShardWriter, "add", real_add)
+    r = preprocess(good, out)        # space freed: the same command completes, nothing lost
+    assert r.exit_code == 0, r.output
+    assert "already done: 3" in r.output and f"decoded now: {GOOD - 3}" in r.output
+    keys = shard_keys(out)
+    assert len(keys) == len(set(keys)) == GOOD
