@@ -235,7 +235,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
               help="One JSON object per video (id, label, class, splits, has_audio, frames_shape, "
                    "mfcc_shape, status, ...) instead of the summary.")
 @click.option("--verify", is_flag=True,
-              help="Read every sample back and check shapes, dtypes and finite values.")
+              help="Read every sample back: recompute every array's checksum (names each damaged "
+                   "video and its shard), check shapes, dtypes and finite values.")
 def inspect(directory, as_json, verify):
     """Summarise a preprocessed directory: videos per class and split, failures, size, parameters.
 
