@@ -281,10 +281,14 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
                 "format_version": FORMAT_VERSION, "dataset": dataset, **source,
                 "params": params.to_dict()}, only_if_changed=True)
         atomic.write_json(out / fmt.SPLITS, splits, only_if_changed=True)
+        selected = round_robin(videos)[:limit] if limit else videos
         writer = ShardWriter(out, params, dataset=dataset, classes=d.classes,
                              polarity=d.polarity, membership=membership(splits["splits"]),
-                             split_names=list(splits["splits"])).open()
-        selected = round_robin(videos)[:limit] if limit else videos
+                             split_names=list(splits["splits"]))
+        # a new output's first index.json already says "not complete" (open() keeps an existing
+        # output's record until the decoding starts)
+        writer.header["run"] = {"complete": False, "expected": len(selected)}
+        writer.open()
         if retry_failed:
             writer.forget_failures({v.id for v in selected})
         from pipeline import sources
