@@ -63,6 +63,15 @@ def test_interrupted_output_is_recorded_shown_and_refused(good, tmp_path):
     assert "unfinished" not in CliRunner().invoke(main, ["inspect", str(out)]).output
     assert len(open_data(out).ids) == GOOD
 
+    index = json.loads((out / fmt.INDEX).read_text())      # an output made before the record
+    del index["run"]
+    (out / fmt.INDEX).write_text(json.dumps(index))
+    assert "completion: not recorded" in CliRunner().invoke(main, ["inspect", str(out)]).output
+    assert len(open_data(out).ids) == GOOD                 # every listed shard is there
+    sorted(out.glob(fmt.SHARD_GLOB))[0].unlink()
+    with pytest.raises(RunError, match="shard files listed in index.json are missing"):
+        open_data(out)
+
 
 def test_missing_and_unreadable_shards_are_decoded_again(good, tmp_path):
     out = tmp_path / "out"
