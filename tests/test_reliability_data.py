@@ -144,7 +144,6 @@ def test_changed_and_gone_sources_on_rerun(good, tmp_path):
 @pytest.mark.parametrize("codec", ["raw", "jpeg"])
 def test_checksums_catch_damaged_pixels(good, tmp_path, codec):
     import h5py
-    import numpy as np
     out = tmp_path / "out"
     assert preprocess(good, out, "--codec", codec).exit_code == 0
     reader = ShardReader(out)
