@@ -137,9 +137,13 @@ def _param_option(name, help):
 @click.option("--overwrite", is_flag=True,
               help="Delete an existing output made with other settings and start again.")
 @click.option("--retry-failed", is_flag=True, help="Decode videos that failed before again.")
+@click.option("--prune-missing", is_flag=True,
+              help="Remove from the index the videos whose source file no longer exists "
+                   "(otherwise they are kept and reported).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, limit, shard_size_mb,
-               seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, **overrides):
+               seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, prune_missing,
+               **overrides):
     """Decode every video once into HDF5 shards that `vaanet train` streams.
 
     \b
@@ -173,7 +177,16 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
 
     \b
     Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),
-    2 usage error (options, layout, or an output made with other settings).
+    2 usage error (options, layout, an output made with other settings, or a damaged
+    index.json/params.json: --overwrite), 3 disk full (free space, rerun the same command),
+    130 interrupted (Ctrl-C; rerun the same command).
+
+    \b
+    A rerun also repairs: videos of a missing or unreadable shard and videos whose source file
+    changed (size/mtime, then SHA-1) are decoded again; videos whose source is gone are
+    reported (--prune-missing removes them). index.json records whether the run finished
+    (`vaanet inspect` shows "unfinished"; train/evaluate/ablate refuse it without
+    --allow-incomplete).
     """
     import warnings
     from pipeline import preprocess as pp
@@ -202,10 +215,14 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
             result = pp.run(dataset, root, out or f"data/processed/{dataset}", params,
                             split_file=split_file, polarity_file=polarity_file, jobs=jobs,
                             backend=backend, limit=limit, seed=seed, overwrite=overwrite,
-                            retry_failed=retry_failed, progress=not (quiet or _quiet()),
+                            retry_failed=retry_failed, prune_missing=prune_missing,
+                            progress=not (quiet or _quiet()),
                             echo=click.echo)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
+        except pp.DiskFull as e:
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(pp.DISK_FULL_EXIT)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: run the same command again to resume", err=True)
             raise SystemExit(130)
@@ -218,7 +235,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
               help="One JSON object per video (id, label, class, splits, has_audio, frames_shape, "
                    "mfcc_shape, status, ...) instead of the summary.")
 @click.option("--verify", is_flag=True,
-              help="Read every sample back and check shapes, dtypes and finite values.")
+              help="Read every sample back: recompute every array's checksum (names each damaged "
+                   "video and its shard), check shapes, dtypes and finite values.")
 def inspect(directory, as_json, verify):
     """Summarise a preprocessed directory: videos per class and split, failures, size, parameters.
 
@@ -358,6 +376,20 @@ def _given(ctx, values: dict) -> dict:
             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
 
 
+_ALLOW_INCOMPLETE = click.option(
+    "--allow-incomplete", is_flag=True, default=False,
+    help="Use a preprocessed folder whose `vaanet preprocess` run did not finish (refused "
+         "otherwise, saying how many videos are missing).")
+
+
+def _allow_incomplete(flag: bool) -> None:
+    """--allow-incomplete reaches trainer.data.open_data (and torchrun's processes) this way."""
+    if flag:
+        import os
+        from trainer.data import ALLOW_INCOMPLETE_ENV
+        os.environ[ALLOW_INCOMPLETE_ENV] = "1"
+
+
 def _training_options(f):
     """Options shared by `train` and `ablate` (every one overrides --config FILE)."""
     options = [
@@ -419,6 +451,7 @@ def _training_options(f):
         click.option("--gpus", type=int, default=1, show_default=True,
                      help="Processes (GPUs) on this machine: N > 1 relaunches this command under "
                           "torchrun with DistributedDataParallel."),
+        _ALLOW_INCOMPLETE,
     ]
     for option in reversed(options):
         f = option(f)
@@ -497,6 +530,7 @@ def train(ctx, config_file, gpus, **values):
     Demo:  vaanet preprocess --dataset demo && vaanet train
     """
     from trainer import distributed, run_config
+    _allow_incomplete(values.pop("allow_incomplete"))
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -542,8 +576,9 @@ def train(ctx, config_file, gpus, **values):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Loader worker processes. [default: cores - 1, between 1 and 16]")
+@_ALLOW_INCOMPLETE
 def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, channels_last, batch_size,
-             workers):
+             workers, allow_incomplete):
     """Deterministic evaluation of a trained model (fixed snippet, centre crop, no flip).
 
     \b
@@ -555,6 +590,7 @@ def evaluate(run_dir, ckpt, which, data, split, part, out, device, amp, channels
     from trainer import run_config
     from trainer.evaluate import evaluate as run_evaluation
     from trainer.metrics import format_report
+    _allow_incomplete(allow_incomplete)
     try:
         res = run_evaluation(run=run_dir, ckpt_path=ckpt, data=data, split=split, part=part,
                              which=which, device=device, batch_size=batch_size, workers=workers,
@@ -584,6 +620,7 @@ def ablate(ctx, attns, config_file, gpus, **values):
     With --split all each row runs every split and reports the mean.
     """
     from trainer import distributed, run_config
+    _allow_incomplete(values.pop("allow_incomplete"))
     given_loss = values.pop("loss")
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
     if cfg.data is None:

@@ -23,7 +23,9 @@ under /videos, named by the quoted id (no "/" inside), holding its frames in the
     both:
     mfcc          float32 [T, n_mfcc]         the whole soundtrack (zeros when there is no audio)
 
-and attrs `id`, `label`, `class`, `source`, `sha1`, `fps`, `duration`, `has_audio`, `info` (JSON).
+Every array dataset carries attr `crc32`: zlib.crc32 of its bytes as written (C order), which
+`vaanet inspect --verify` recomputes (outputs written before it have none and are not checked).
+The video group has attrs `id`, `label`, `class`, `source`, `sha1`, `fps`, `duration`, `has_audio`, `info` (JSON).
 The index's `frames_shape` is the decoded shape [S, t, k, H, W, 3] whatever the codec.
 
 Versions: 2 added the codec (and `snippets` default 8); a version-1 output holds raw frames and
@@ -104,6 +106,44 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
     return out
+
+
+class DamagedFile(ValueError):
+    """index.json or params.json does not parse: one sentence naming the file and the remedy."""
+
+
+def read_json(path) -> dict:
+    """A small JSON file of an output; a truncated or invalid one raises DamagedFile."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedFile(
+            f"{path} is damaged ({type(e).__name__}: {e}); it cannot be repaired in place: run "
+            "the same `vaanet preprocess` command with --overwrite to make the output again "
+            "(or restore the file from a backup)") from None
+
+
+CHECKSUM = "crc32"
+ARRAYS = (FRAMES, JPEG, JPEG_OFFSETS, MFCC)
+
+
+def checksum(array) -> int:
+    """zlib.crc32 of an array's bytes in C order (the attr `crc32` of every stored array)."""
+    import zlib
+
+    import numpy as np
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+def checksum_problems(group) -> list[str]:
+    """The arrays of a video group whose bytes no longer match their recorded checksum."""
+    bad = []
+    for name in ARRAYS:
+        if name in group and CHECKSUM in group[name].attrs:
+            if checksum(group[name][()]) != int(group[name].attrs[CHECKSUM]):
+                bad.append(name)
+    return bad
 
 
 def frames_dataset(group):

@@ -16,7 +16,7 @@ def load_index(root) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no {fmt.INDEX} in {root}: not a preprocessed directory "
                                 "(make one with `vaanet preprocess`)")
-    index = json.loads(path.read_text())
+    index = fmt.read_json(path)
     fmt.check_version(index.get("format_version"), str(path))
     return index
 
@@ -70,6 +70,21 @@ def summary(root) -> str:
             examples = [v["id"] for v in failed if v["reason"] == reason]
             lines.append(f"  {n} x {reason}: {', '.join(examples[:5])}"
                          + (" ..." if len(examples) > 5 else ""))
+    state = index.get("run")
+    if state is not None and not state.get("complete", True):
+        lines.append(f"unfinished: {max(0, state['expected'] - len(videos))} of "
+                     f"{state['expected']} videos not done yet (the preprocess run did not finish; "
+                     "run the same `vaanet preprocess` command to complete it)")
+    elif state is None:
+        lines.append("completion: not recorded (made by an older vaanet); complete if every "
+                     "listed shard is present")
+    shards = sorted({v["shard"] for v in ok})
+    missing = [s for s in shards if not (root / s).is_file()]
+    if missing:
+        lines.append(f"missing shards: {len(missing)} of {len(shards)} listed in {fmt.INDEX} "
+                     f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
+                     f"{sum(v['shard'] in missing for v in ok)} videos unreadable; run the same "
+                     "`vaanet preprocess` command to decode them again")
     pending = fmt.read_jsonl(root / fmt.JOURNAL)
     if pending or list(root.glob("*" + fmt.PARTIAL_SUFFIX)):
         lines.append(f"unfinished run: {len(pending)} videos in a partial shard, not listed yet "
@@ -79,7 +94,8 @@ def summary(root) -> str:
 
 
 def verify(root, progress: bool = False) -> list[str]:
-    """Read every sample back; return the problems found (empty: all good)."""
+    """Read every sample back and recompute every array's checksum; return the problems found
+    (empty: all good)."""
     import h5py
     from tqdm import tqdm
     from pipeline.reader import ShardReader
@@ -104,10 +120,18 @@ def verify(root, progress: bool = False) -> list[str]:
                 problems.append(f"{name}: cannot be opened: {e}")
         for vid in tqdm(r.ids, unit="video", desc="verify", disable=not progress):
             m = r.meta(vid)
+            try:   # the stored bytes first: damage there explains any decoding error after it
+                damaged = fmt.checksum_problems(r._group(vid))
+            except Exception as e:
+                problems.append(f"{vid}: cannot be read from {m['shard']}: {type(e).__name__}: {e}")
+                continue
+            problems += [f"{vid}: {name} does not match its checksum in {m['shard']}: the "
+                         "stored data is damaged" for name in damaged]
             try:
                 frames, mfcc = r.frames(vid), r.mfcc(vid)
             except Exception as e:
-                problems.append(f"{vid}: cannot be read: {type(e).__name__}: {e}")
+                if not damaged:   # else the checksum line says why
+                    problems.append(f"{vid}: cannot be read: {type(e).__name__}: {e}")
                 continue
             problems += [f"{vid}: {msg}" for msg in _check(frames, mfcc, m, p)]
     return problems

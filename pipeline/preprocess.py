@@ -6,7 +6,8 @@ kill -9 at any moment leaves an output that the same command completes: committe
 never decoded again, failed videos are recorded once (retried with --retry-failed).
 
 Exit status: 0 every video is ok, 1 some videos failed (listed in failures.jsonl),
-2 usage error (bad options, wrong layout, output made with other parameters).
+2 usage error (bad options, wrong layout, output made with other parameters, a damaged
+index.json or params.json), 3 the disk is full (DiskFull: free space, rerun the same command).
 
 Test hook: the environment variable VAANET_TEST_CRASH_AFTER=N makes the run end abruptly with
 os._exit(9) (as a kill -9 would) right after its N-th video is committed. Tests use it to check
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import time
 import traceback
@@ -38,6 +38,28 @@ class OutputRefused(ValueError):
     """The output directory cannot be used: other settings, not ours, or busy."""
 
 
+DISK_FULL_EXIT = 3
+
+
+class DiskFull(RuntimeError):
+    """The output's file system is full (or over quota): the CLI prints the sentence and exits
+    with DISK_FULL_EXIT."""
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain (h5py and joblib wrap it)."""
+    import errno
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 @dataclass
 class RunResult:
     out: Path
@@ -53,6 +75,10 @@ class RunResult:
     bytes_on_disk: int = 0
     seconds: float = 0.0
     salvaged: int = 0
+    repaired: int = 0     # listed videos whose shard was missing or unreadable, decoded again
+    changed: list = field(default_factory=list)   # ids whose source file changed: decoded again
+    gone: list = field(default_factory=list)      # ids whose source file disappeared
+    pruned: bool = False                          # ... and were removed (--prune-missing)
 
     @property
     def exit_code(self) -> int:
@@ -146,7 +172,7 @@ def check_output(out: Path, dataset: str, params: PreprocessParams, overwrite: b
             raise OutputRefused(f"{out} is not empty and holds no {fmt.PARAMS}: not a vaanet "
                                  "output; choose another --out")
         return
-    old = json.loads(pj.read_text())
+    old = fmt.read_json(pj)
     new = params.to_dict()
     diffs = []
     if old.get("dataset") != dataset:
@@ -221,9 +247,21 @@ def make_parallel(jobs, backend):
 
 # ---- the run ----
 
-def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
-        polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
-        retry_failed=False, progress=True, echo=print) -> RunResult:
+def run(dataset: str, root, out, params: PreprocessParams, **kw) -> RunResult:
+    """Preprocess `root` into `out` (see `_run`); a full disk raises DiskFull with what to do."""
+    try:
+        return _run(dataset, root, out, params, **kw)
+    except BaseException as e:
+        if is_disk_full(e):
+            raise DiskFull(f"no space left on the device holding {out}: the videos already "
+                           "written there are kept (the next run resumes after them); free some "
+                           "space and run the same `vaanet preprocess` command again") from None
+        raise
+
+
+def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
+         polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
+         retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
     from tqdm import tqdm
     from pipeline.writer import ShardWriter
 
@@ -243,29 +281,53 @@ def run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
                 "format_version": FORMAT_VERSION, "dataset": dataset, **source,
                 "params": params.to_dict()}, only_if_changed=True)
         atomic.write_json(out / fmt.SPLITS, splits, only_if_changed=True)
+        selected = round_robin(videos)[:limit] if limit else videos
         writer = ShardWriter(out, params, dataset=dataset, classes=d.classes,
                              polarity=d.polarity, membership=membership(splits["splits"]),
-                             split_names=list(splits["splits"])).open()
-        selected = round_robin(videos)[:limit] if limit else videos
+                             split_names=list(splits["splits"]))
+        # a new output's first index.json already says "not complete" (open() keeps an existing
+        # output's record until the decoding starts)
+        writer.header["run"] = {"complete": False, "expected": len(selected)}
+        writer.open()
         if retry_failed:
             writer.forget_failures({v.id for v in selected})
+        from pipeline import sources
+        changed, gone, restat = sources.check(writer.records, videos, file_sha1)
+        writer.forget(changed)
+        if prune_missing:
+            writer.forget(gone)
+        if changed or restat or (gone and prune_missing):
+            writer.write_index()
         done = writer.done
         todo = [v for v in selected if v.id not in done]
         res = RunResult(out, scanned=len(videos), selected=len(selected),
-                        already_done=len(selected) - len(todo), salvaged=writer.salvaged)
+                        already_done=len(selected) - len(todo), salvaged=writer.salvaged,
+                        repaired=len(writer.repaired), changed=changed, gone=gone,
+                        pruned=prune_missing)
+        # the completion record: cleared before any decoding, set only once every selected video
+        # is committed, so a killed run reads as unfinished (inspect shows it, train refuses it);
+        # a rerun with nothing to do rewrites nothing
+        if todo:
+            writer.header["run"] = {"complete": False, "expected": len(selected)}
+            writer.write_index()
         crash_after = int(os.environ.get(CRASH_HOOK, 0))
         t0 = time.time()
         try:
             if todo:
                 _decode_all(todo, params, jobs, backend, writer, res, crash_after, progress, tqdm)
             writer.close()
+            writer.header["run"] = {"complete": True, "expected": len(selected)}
+            writer.write_index()
         except BaseException:
-            writer.abandon()   # journal + partial stay: the same command resumes
+            try:
+                writer.abandon()   # journal + partial stay: the same command resumes
+            except OSError:        # closing may fail on a full disk too; the journal says what is safe
+                pass
             raise
         res.seconds = time.time() - t0
     finally:
         os.close(fd)
-    records = json.loads((out / fmt.INDEX).read_text())["videos"]
+    records = fmt.read_json(out / fmt.INDEX)["videos"]
     res.ok_total = sum(r["status"] == fmt.OK for r in records)
     res.failed_total = sum(r["status"] == fmt.FAILED for r in records)
     res.shards = len(list(out.glob(fmt.SHARD_GLOB)))
@@ -313,6 +375,17 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
         lines.append(f"  already done: {res.already_done} (not decoded again"
                      + (f"; {res.salvaged} recovered from an interrupted shard" if res.salvaged
                         else "") + ")")
+    if res.changed:
+        lines.append(f"  source changed: {len(res.changed)} videos decoded again ("
+                     + ", ".join(res.changed[:5]) + (", ..." if len(res.changed) > 5 else "") + ")")
+    if res.gone:
+        lines.append(f"  source gone: {len(res.gone)} listed videos no longer exist ("
+                     + ", ".join(res.gone[:5]) + (", ..." if len(res.gone) > 5 else "") + "): "
+                     + ("removed from the index (--prune-missing)" if res.pruned else
+                        "kept; rerun with --prune-missing to remove them from the index"))
+    if res.repaired:
+        lines.append(f"  repaired: {res.repaired} listed videos whose shard was missing or "
+                     "unreadable are decoded again")
     if res.decoded:
         per = res.seconds / res.decoded
         workers = "dask workers" if is_dask(backend) else f"jobs {jobs or default_jobs()}"

@@ -15,7 +15,6 @@ remembered: a DataLoader worker (forked or spawned) opens its own. Pickling drop
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ class ShardReader:
         if not path.exists():
             raise FileNotFoundError(f"no {fmt.INDEX} in {self.root}: not a preprocessed directory "
                                     "(make one with `vaanet preprocess`)")
-        index = json.loads(path.read_text())
+        index = fmt.read_json(path)
         fmt.check_version(index.get("format_version"), str(path))
         self.format_version = int(index["format_version"])
         self.dataset = index["dataset"]
@@ -42,6 +41,8 @@ class ShardReader:
         self.splits: list[str] = list(index["splits"])
         self.records: dict[str, dict] = {r["id"]: r for r in index["videos"]}
         self.ids: list[str] = [r["id"] for r in index["videos"] if r["status"] == fmt.OK]
+        # {"complete", "expected"} of the preprocess run; None in outputs made before the record
+        self.run_state: dict | None = index.get("run")
         self._files: dict[str, object] = {}
         self._pid = os.getpid()
 

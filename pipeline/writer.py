@@ -59,6 +59,7 @@ class ShardWriter:
         self._bytes = 0
         self.salvaged = 0                     # videos recovered from a partial shard at open()
         self.dropped = 0                      # journaled videos that could not be recovered
+        self.repaired: list[str] = []         # listed ok videos whose shard was missing/unreadable
 
     # ---- state ----
     @property
@@ -70,6 +71,12 @@ class ShardWriter:
         """--retry-failed: these videos, if they failed, count as not done."""
         for i in [i for i, r in self.records.items() if r["status"] == fmt.FAILED and i in ids]:
             del self.records[i]
+            self.logs.pop(i, None)
+
+    def forget(self, ids):
+        """Drop these videos from the index (source changed: decoded again; or gone)."""
+        for i in ids:
+            self.records.pop(i, None)
             self.logs.pop(i, None)
 
     def _next_shard_number(self) -> int:
@@ -85,9 +92,11 @@ class ShardWriter:
             tmp.unlink()
         index_path = self.out / fmt.INDEX
         if index_path.exists():
-            index = json.loads(index_path.read_text())
+            index = fmt.read_json(index_path)
             fmt.check_version(index.get("format_version"), str(index_path), write=True)
             self.records = {r["id"]: r for r in index["videos"]}
+            self.header.update({k: index[k] for k in ("run",) if k in index})
+            self._drop_unreadable(h5py)
         self.logs = {d["id"]: d for d in read_jsonl(self.out / fmt.FAILURES)}
         to_salvage = []
         for rec in read_jsonl(self.out / fmt.JOURNAL):
@@ -115,6 +124,29 @@ class ShardWriter:
                 p.unlink()
         self._write_journal()
         return self
+
+    def _drop_unreadable(self, h5py):
+        """Forget listed videos whose shard is missing or does not read back, so the run
+        decodes them again (a shard that does not open at all is removed: nothing in it reads)."""
+        import logging
+        by_shard: dict[str, list[dict]] = {}
+        for rec in self.records.values():
+            if rec["status"] == fmt.OK:
+                by_shard.setdefault(rec["shard"], []).append(rec)
+        for shard, recs in sorted(by_shard.items()):
+            path = self.out / shard
+            bad = recs
+            if path.exists():
+                try:
+                    with h5py.File(path, "r") as f:
+                        bad = [r for r in recs if not self._readable(h5py, path, r, f=f)]
+                except Exception:
+                    logging.getLogger(__name__).warning("%s does not open: removed, its %d "
+                                                        "videos are decoded again", path, len(recs))
+                    path.unlink()
+            for r in bad:
+                del self.records[r["id"]]
+                self.repaired.append(r["id"])
 
     @staticmethod
     def _readable(h5py, path: Path, rec: dict, f=None) -> bool:
@@ -217,6 +249,13 @@ class ShardWriter:
         else:
             g.create_dataset(fmt.FRAMES, data=frames)  # contiguous
         g.create_dataset(fmt.MFCC, data=mfcc)
+        written = {fmt.MFCC: mfcc}
+        if isinstance(frames, EncodedFrames):
+            written.update({fmt.JPEG: frames.data, fmt.JPEG_OFFSETS: frames.offsets})
+        else:
+            written[fmt.FRAMES] = frames
+        for name, array in written.items():   # checked by `vaanet inspect --verify`
+            g[name].attrs[fmt.CHECKSUM] = fmt.checksum(array)
         rec = fmt.video_record(
             id=video.id, label=video.label, cls=video.cls,
             polarity=self.header["polarity"][video.label], source=_source(video),
@@ -224,6 +263,11 @@ class ShardWriter:
             fps=float(info.get("fps", 0.0)), duration=float(info.get("duration", 0.0)),
             has_audio=bool(info.get("has_audio", False)), sha1=sha1,
             notes=list(info.get("notes", [])))
+        try:   # the source's size and mtime: a rerun compares them (pipeline/sources.py)
+            from pipeline.sources import stat_of
+            rec.update(stat_of(video.path))
+        except OSError:
+            pass
         for k in ("id", "label", "class", "source", "sha1", "fps", "duration", "has_audio"):
             g.attrs[k] = rec[k]
         g.attrs["info"] = json.dumps(info, default=str)

@@ -11,17 +11,31 @@ import numpy as np
 from trainer.errors import RunError
 
 
-def open_data(path):
-    """A ShardReader over a `vaanet preprocess` output folder, or a RunError saying what is wrong."""
+ALLOW_INCOMPLETE_ENV = "VAANET_ALLOW_INCOMPLETE"   # set by the CLI's --allow-incomplete
+
+
+def open_data(path, allow_incomplete: bool | None = None):
+    """A ShardReader over a `vaanet preprocess` output folder, or a RunError saying what is wrong.
+
+    An output whose preprocess run did not finish (index.json's "run" record) is refused unless
+    `allow_incomplete` (default: the environment variable VAANET_ALLOW_INCOMPLETE=1, which
+    `--allow-incomplete` sets, so torchrun's processes see it too)."""
+    import logging
+    import os
     from pipeline.reader import ShardReader
+    if allow_incomplete is None:
+        allow_incomplete = os.environ.get(ALLOW_INCOMPLETE_ENV, "") not in ("", "0")
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"data folder not found: {path} (make one with `vaanet preprocess`)")
     if not (path / "index.json").is_file():
         raise RunError(f"{path} is not a preprocessed dataset folder: no index.json "
                          "(expected the output of `vaanet preprocess --out DIR`)")
+    from pipeline.format import DamagedFile
     try:
         reader = ShardReader(path)
+    except DamagedFile as e:
+        raise RunError(str(e)) from None
     except (OSError, KeyError, ValueError) as e:
         raise RunError(f"cannot read the shards in {path}: {e}") from None
     if not reader.ids:
@@ -32,6 +46,15 @@ def open_data(path):
         raise RunError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
                          f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                          "run `vaanet preprocess` again with the same --out to complete them")
+    state = reader.run_state
+    if state is not None and not state.get("complete", True):
+        n_missing = max(0, int(state.get("expected", 0)) - len(reader.records))
+        msg = (f"{path}: its `vaanet preprocess` run did not finish ({n_missing} of "
+               f"{state.get('expected')} videos missing); rerun the same `vaanet preprocess` "
+               "command to complete it")
+        if not allow_incomplete:
+            raise RunError(msg + ", or pass --allow-incomplete to use the videos there")
+        logging.getLogger(__name__).warning("%s; using it as it is (--allow-incomplete)", msg)
     return reader
 
 

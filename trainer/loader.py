@@ -38,6 +38,27 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 
 from trainer import sampling
 from trainer.device import check_shm, should_pin
+from trainer.errors import RunError
+
+
+class SampleError(RunError):
+    """A stored sample that cannot be read: names the video, the shard and the repair. A
+    DataLoader worker's exception comes back as type(text with the worker's traceback): only
+    the sentence after the last "SampleError: " is kept, so the user sees one line."""
+
+    def __init__(self, message: str):
+        marker = "SampleError: "
+        super().__init__(message.rsplit(marker, 1)[1].strip() if marker in message else message)
+
+
+def sample_error(reader, vid: str, e: Exception) -> SampleError:
+    rec = reader.records.get(vid) or {}
+    root = reader.root
+    return SampleError(
+        f"cannot read video {vid!r} from {root / str(rec.get('shard'))} ({type(e).__name__}: "
+        f"{e}): the shard is missing or damaged; run `vaanet inspect --verify {root}` to list "
+        "the damaged videos, then the same `vaanet preprocess` command again (a missing or "
+        "unreadable shard is decoded again; for damage only --verify finds, add --overwrite)")
 
 
 def _cfg(cfg, name, default=None):
@@ -126,9 +147,12 @@ class ClipDataset(Dataset):
         vid = self.ids[index]
         meta = self.reader.meta(vid)
         rng = self.rng(index, epoch)
-        visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng, epoch, index)))
-                  if self.use_visual else torch.zeros(0, dtype=torch.uint8))
-        audio = torch.from_numpy(self._audio(vid, meta)) if self.use_audio else torch.zeros(0)
+        try:
+            visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng, epoch, index)))
+                      if self.use_visual else torch.zeros(0, dtype=torch.uint8))
+            audio = torch.from_numpy(self._audio(vid, meta)) if self.use_audio else torch.zeros(0)
+        except Exception as e:
+            raise sample_error(self.reader, vid, e) from e
         return {"visual": visual, "audio": audio,
                 "label": torch.tensor(int(meta["label"]), dtype=torch.int64),
                 "index": torch.tensor(index, dtype=torch.int64)}
@@ -148,10 +172,13 @@ class ClipDataset(Dataset):
             i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
             vid = self.ids[i]
             meta = self.reader.meta(vid)
-            if self.use_visual:
-                np.copyto(visual[b].numpy(), self._visual(vid, meta, self.rng(i, epoch), epoch, i))
-            if self.use_audio:
-                audio[b] = torch.from_numpy(self._audio(vid, meta))
+            try:
+                if self.use_visual:
+                    np.copyto(visual[b].numpy(), self._visual(vid, meta, self.rng(i, epoch), epoch, i))
+                if self.use_audio:
+                    audio[b] = torch.from_numpy(self._audio(vid, meta))
+            except Exception as e:
+                raise sample_error(self.reader, vid, e) from e
             label[b], index[b] = int(meta["label"]), i
         return {"visual": visual, "audio": audio, "label": label, "index": index}
 
