@@ -412,7 +412,9 @@ def _training_options(f):
                      help="Select the best epoch on the TEST split instead (as the authors' code; "
                           "named so in every output)."),
         click.option("--resume", is_flag=True, default=None,
-                     help="Continue a killed run from RUN_DIR/last.pt (same options)."),
+                     help="Continue a killed run from RUN_DIR/last.pt with the same options; "
+                          "only --epochs (more), --workers, --device, --amp, --channels-last may "
+                          "change (recorded in config.json), any other difference is refused."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="JSON (or YAML, with pyyaml) file of option values; flags override it. "
                           "A run's RUN_DIR/config.json is one."),

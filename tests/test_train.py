@@ -139,7 +139,7 @@ def test_bad_inputs_get_clear_usage_errors(train_data, trained, tmp_path):
     r = cli(*base, "--data", data, "--out", out)
     assert r.exit_code == 2 and "pass --resume" in r.output
     r = cli(*base, "--data", data, "--out", out, "--resume", "--attn", "VS+VCW")
-    assert r.exit_code == 2 and "incompatible checkpoint" in r.output and "attention" in r.output
+    assert r.exit_code == 2 and "options differ from the run's" in r.output and "attn: run None, now 'VS+VCW'" in r.output
     r = cli(*base, "--data", data, "--out", tmp_path / "fresh", "--resume")
     assert r.exit_code == 2 and "checkpoint not found" in r.output
     assert not (tmp_path / "o").exists()
@@ -248,3 +248,63 @@ def test_resume_links_best_when_killed_before_linking_it(train_data, tmp_path):
     res = run(train_data.run(out, epochs=1, resume=True))
     assert (out / "best.pt").is_file() and checkpoint.load(out / "best.pt")["epoch"] == 1
     assert res["best_epoch"] == 1
+
+
+def test_resume_refuses_options_that_change_the_run_and_records_the_others(train_data, tmp_path):
+    out = tmp_path / "r"
+    run(train_data.run(out, epochs=1))
+    changed = dict(lr=0.01, val_fraction=0.4, batch_size=2, seed=7, loss="ce")
+    with pytest.raises(run_config.RunError) as e:
+        run(train_data.run(out, epochs=2, resume=True, **changed))
+    msg = str(e.value)
+    assert "options differ from the run's" in msg
+    for name, new in changed.items():
+        assert f"{name}: run " in msg and f"now {new!r}" in msg, name
+    assert "epochs" not in msg.split("(")[1].split(")")[0]  # more epochs may change
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1  # nothing was trained
+    # more epochs and another loader size may change, and config.json says so
+    run(train_data.run(out, epochs=2, resume=True, workers=1))
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["workers"] == 1
+    assert saved["resumed"] == [{"after_epoch": 1, "changed": {"epochs": [1, 2], "workers": [0, 1]}}]
+    assert checkpoint.load(out / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    # config.json stays a valid --config file
+    assert run_config.resolve({"resume": True}, out / "config.json").epochs == 2
+    # fewer epochs than already trained is refused
+    with pytest.raises(run_config.RunError, match="trained 2 epochs already; give --epochs 2 or more"):
+        run(train_data.run(out, epochs=1, resume=True))
+
+
+def _data_with_train_videos(train_data, tmp_path, keep):
+    """A copy of the test shards whose split holds only the training videos `keep(record)`
+    accepts (the others become test videos)."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(train_data.path, data)
+    index = json.loads((data / "index.json").read_text())
+    for rec in index["videos"]:
+        if rec["splits"].get("alternating") == "train" and not keep(rec):
+            rec["splits"]["alternating"] = "test"
+    (data / "index.json").write_text(json.dumps(index))
+    return data
+
+
+def test_a_run_that_cannot_take_one_step_is_refused_before_epoch_1(train_data, tmp_path):
+    seen = []
+    data = _data_with_train_videos(train_data, tmp_path, lambda r: not seen and not seen.append(r))
+    out = tmp_path / "r"
+    with pytest.raises(run_config.RunError, match=r"holds 1 video\(s\): not one optimisation step "
+                                                  r"with --batch-size 4"):
+        run({**train_data.run(out), "data": str(data), "val_fraction": 0})
+    assert not (out / "config.json").exists() and not (out / "last.pt").exists()
+    from trainer.train import steps_per_epoch
+    assert steps_per_epoch(1, 4, 1) == (0, True) and steps_per_epoch(5, 4, 1) == (1, True)
+    assert steps_per_epoch(6, 4, 1) == (2, False) and steps_per_epoch(8, 4, 2) == (1, False)
+
+
+def test_a_class_without_training_video_is_named_in_a_warning(train_data, tmp_path, caplog):
+    data = _data_with_train_videos(train_data, tmp_path, lambda r: r["label"] != 2)
+    with caplog.at_level("WARNING", logger="trainer.train"):
+        run({**train_data.run(tmp_path / "r", epochs=1), "data": str(data)})
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no training video for class joy in split alternating" in m for m in warned), warned

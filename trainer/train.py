@@ -180,6 +180,7 @@ class Run:
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"metric": "accuracy, then loss, on the selection set",
                                                 "value": None, "epoch": None})
+    resumed: list = field(default_factory=list)  # config.json's record of every --resume
     # prepare: the model as trained (DDP or bare), loaders, meters
     ddp_model: Any = None
     train_loader: Any = None
@@ -239,9 +240,28 @@ def open_split(run: Run) -> None:
         run.val_name = "val"
         run.selection = (f"validation ({len(run.val_ids)} videos held out of the training split)"
                          if run.val_ids else "last epoch (no validation set)")
+    warn_empty_classes(run)
     run.log(f"run folder {cfg.out}")
     run.log(f"data {cfg.data}: split {run.split}: {len(run.train_ids)} train, {len(run.val_ids)} "
             f"{run.val_name}, {len(run.test_ids)} test videos; classes {', '.join(run.classes)}")
+
+
+def warn_empty_classes(run: Run) -> None:
+    """A class without a training video cannot be learnt: say which, before epoch 1."""
+    present = {int(run.reader.meta(vid)["label"]) for vid in run.train_ids}
+    missing = [c for i, c in enumerate(run.classes) if i not in present]
+    if missing and run.dist.is_main:
+        logger.warning("no training video for class%s %s in split %s: the model cannot learn %s",
+                       "es" if len(missing) > 1 else "", ", ".join(missing), run.split,
+                       "them" if len(missing) > 1 else "it")
+
+
+def steps_per_epoch(n: int, batch: int, world_size: int) -> tuple[int, bool]:
+    """(optimisation steps per epoch, drop_last) for n training videos. A last batch of one
+    sample would break BatchNorm in train mode, so it is dropped."""
+    per_process_n = math.ceil(n / world_size)
+    drop_last = per_process_n % batch == 1
+    return (per_process_n // batch if drop_last else math.ceil(per_process_n / batch)), drop_last
 
 
 def build(run: Run) -> None:
@@ -273,6 +293,7 @@ def resume(run: Run) -> None:
                            "or choose another --out")
         return
     ckpt = checkpoint.load(last)
+    check_same_run(run, ckpt)
     checkpoint.check_compatible(ckpt, run.classes, run.model_cfg.to_dict(), what="checkpoint in RUN_DIR")
     if ckpt.get("split") != run.split:
         raise RunError(f"cannot resume: the run trained on split {ckpt.get('split')!r}, "
@@ -291,6 +312,31 @@ def resume(run: Run) -> None:
     run.log(f"resumed from {last} after epoch {run.start_epoch}")
 
 
+def check_same_run(run: Run, ckpt: dict) -> None:
+    """--resume continues the same run: an option that changes what it computes (lr, loss,
+    batch size, seed, validation fraction, model, data, ...) is refused with every difference
+    listed; the ones that may change (more epochs, workers, device, amp, channels-last) are
+    recorded in config.json under `resumed`."""
+    saved, cfg = ckpt.get("run_config") or {}, run.cfg
+    diffs = run_config.resume_differences(saved, cfg) if saved else {}
+    if diffs:
+        listed = "; ".join(f"{k}: run {old!r}, now {new!r}" for k, (old, new) in diffs.items())
+        raise RunError(f"cannot resume {run.run_dir}: these options differ from the run's "
+                       f"({listed}). --resume continues the same run: give the same options "
+                       f"(or --config {run.run_dir / 'config.json'}), changing only --epochs, "
+                       "--workers, --device, --amp or --channels-last; or start a new run in "
+                       "another --out")
+    done = int(ckpt["epoch"])
+    if cfg.epochs < done:
+        raise RunError(f"cannot resume {run.run_dir} with --epochs {cfg.epochs}: it has trained "
+                       f"{done} epochs already; give --epochs {done} or more")
+    try:  # the record of earlier resumes, carried on
+        run.resumed = list(json.loads((run.run_dir / "config.json").read_text()).get("resumed") or [])
+    except (OSError, ValueError, AttributeError):
+        run.resumed = []
+    run.resumed.append({"after_epoch": done, "changed": run_config.resume_changes(saved, cfg)})
+
+
 def prepare(run: Run) -> None:
     """The training samples (the last check of user input: the shards must hold what the model
     needs), RUN_DIR/config.json, DistributedDataParallel, the loaders: train shuffled per epoch
@@ -299,14 +345,18 @@ def prepare(run: Run) -> None:
     cfg = run.cfg
     with user_input():
         train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed)
+    steps, drop_last = steps_per_epoch(len(train_ds), run.batch, run.dist.world_size)
+    if steps == 0:
+        raise RunError(f"the training part of split {run.split} holds {len(train_ds)} video(s): "
+                       f"not one optimisation step with --batch-size {cfg.batch_size} (a last batch "
+                       "of one video is dropped, BatchNorm needs two); add training videos, lower "
+                       "--batch-size or --val-fraction")
     if run.dist.is_main:
-        run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict())
+        run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict(), resumed=run.resumed)
     distributed.barrier()
     run.ddp_model = distributed.wrap(run.model, run.dist, run.device)
-    per_process_n = math.ceil(len(train_ds) / run.dist.world_size)
-    # a last batch of one sample would break BatchNorm in train mode: drop it
     run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
-                                   distributed=run.dist.enabled, drop_last=per_process_n % run.batch == 1)
+                                   distributed=run.dist.enabled, drop_last=drop_last)
     run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers)
                    if run.val_ids else None)
     run.meter = DataWaitMeter()
