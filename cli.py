@@ -266,7 +266,8 @@ def inspect(directory, as_json, verify):
 @click.option("--kinds", default=None, metavar="SPEC",
               help="DFAN feature kinds, e.g. action+object+scene (the default) or action+scene.")
 def model_info(preset_name, attn, num_classes, streams, kinds):
-    """Print the architecture and per-module parameter counts of a preset.
+    """Print the architecture and per-module parameter counts of a preset (trainable as
+    `vaanet train` trains it: the demo presets' frozen 3D ResNet counts as frozen).
 
     \b
     Examples:
@@ -280,8 +281,13 @@ def model_info(preset_name, attn, num_classes, streams, kinds):
     from model.config import preset
     from model.summary import format_summary
 
+    from trainer.run_config import PRESET_DEFAULTS
     overrides = {k: v for k, v in dict(attention=attn, num_classes=num_classes, streams=streams,
                                         dfan_kinds=kinds).items() if v is not None}
+    # the preset's training default (demo: the 3D ResNet frozen), so the counts are train's
+    freeze = PRESET_DEFAULTS.get(preset_name, {}).get("freeze_visual")
+    if freeze is not None:
+        overrides["freeze_visual"] = freeze
     try:
         cfg = preset(preset_name, **overrides)
         if kinds is not None and cfg.arch != "dfan":
@@ -587,10 +593,12 @@ def ablate(ctx, attns, config_file, gpus, **values):
     """
     from trainer import distributed, run_config
     given_loss = values.pop("loss")
-    cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
+    # without --out, the same command again starts a new table (-2, -3, ...), as train does
+    cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-",
+                       fresh_out=not distributed.under_torchrun())
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
-    _relaunch(gpus, cfg.batch_size, device=cfg.device)
+    _relaunch(gpus, cfg.batch_size, cfg.out, device=cfg.device)
     try:
         from trainer.ablate import markdown, run_ablation
         table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())
