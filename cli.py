@@ -173,7 +173,8 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
 
     \b
     Exit status: 0 all videos ok, 1 some videos failed (see failures.jsonl),
-    2 usage error (options, layout, or an output made with other settings).
+    2 usage error (options, layout, or an output made with other settings),
+    130 interrupted (Ctrl-C; run the same command again to resume).
     """
     import warnings
     from pipeline import preprocess as pp
@@ -503,8 +504,13 @@ def train(ctx, config_file, gpus, **values):
     RUN_DIR/tensorboard when tensorboard is installed (pip install tensorboard).
     \b
     Demo:  vaanet preprocess --dataset demo && vaanet train
+    
+    Exit status: 0 done, 2 usage error (options, data, a --resume that changes the run,
+    not one optimisation step), 3 disk full (last.pt of the previous epoch is intact:
+    free space, then the same command with --resume), 1 a bug (traceback).
     """
     from trainer import distributed, run_config
+    from trainer.errors import DiskFullError
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -523,6 +529,9 @@ def train(ctx, config_file, gpus, **values):
                 f"vaanet evaluate --run {cfg.out}")
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
+    except DiskFullError as e:  # the message says what is intact and how to go on
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(DiskFullError.EXIT_STATUS) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:

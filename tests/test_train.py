@@ -308,3 +308,48 @@ def test_a_class_without_training_video_is_named_in_a_warning(train_data, tmp_pa
         run({**train_data.run(tmp_path / "r", epochs=1), "data": str(data)})
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("no training video for class joy in split alternating" in m for m in warned), warned
+
+
+def test_shards_made_for_another_preset_name_the_preset_that_fits():
+    from types import SimpleNamespace
+
+    from pipeline.params import PreprocessParams
+    from pipeline.preprocess import DEMO_PARAMS
+    from trainer.train import fitting_preset
+
+    def hint(preset, **params):
+        return fitting_preset(SimpleNamespace(reader=SimpleNamespace(params=PreprocessParams(**params)),
+                                              cfg=SimpleNamespace(preset=preset)))
+    assert hint("paper", **DEMO_PARAMS) == "are 4 x 8 frames at 64 px: use --preset demo"
+    assert hint("dfan", **DEMO_PARAMS) == "are 4 x 8 frames at 64 px: use --preset dfan-demo"
+    assert hint("demo") == "are 10 x 16 frames at 112 px: use --preset paper"
+    assert hint("paper") is None and hint("paper", segments=3) is None
+
+
+def test_a_full_disk_while_saving_says_what_is_intact_and_exits_3(train_data, tmp_path, monkeypatch):
+    import errno
+
+    import trainer.checkpoint
+    real_save, calls = torch.save, []
+
+    def save_until_full(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the checkpoint of epoch 2
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+    monkeypatch.setattr(trainer.checkpoint.torch, "save", save_until_full)
+    out = tmp_path / "r"
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({k: v for k, v in train_data.run(out, epochs=2).items()}))
+    r = cli("train", "--config", cfg)
+    assert r.exit_code == 3, r.output
+    assert f"no space left on the device while writing {out / 'last.pt'}" in r.output
+    assert f"{out / 'last.pt'} from epoch 1 is intact" in r.output and "--resume" in r.output
+    assert "Traceback" not in r.output
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1  # the previous checkpoint survives
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("last"))== ["last.pt"]
+    monkeypatch.setattr(trainer.checkpoint.torch, "save", real_save)
+    r = cli("train", "--config", cfg, "--resume")
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(out / "last.pt")["epoch"] == 2
