@@ -49,7 +49,8 @@ def find_videos(paths) -> tuple[list[Path], list[Path]]:
         elif p.is_file():
             videos.append(p)
         else:
-            raise PredictError(f"no such file or folder: {p}")
+            from pipeline.datasets import link_problem
+            raise PredictError(f"{link_problem(p) or 'no such file or folder'}: {p}")
     videos = list(dict.fromkeys(videos))
     if not videos:
         raise PredictError(f"no videos found in {', '.join(map(str, paths))} (video files: "
