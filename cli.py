@@ -601,6 +601,7 @@ def ablate(ctx, attns, config_file, gpus, **values):
     With --split all each row runs every split and reports the mean.
     """
     from trainer import distributed, run_config
+    from trainer.errors import DiskFullError
     given_loss = values.pop("loss")
     # without --out, the same command again starts a new table (-2, -3, ...), as train does
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-",
@@ -613,6 +614,9 @@ def ablate(ctx, attns, config_file, gpus, **values):
         table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
+    except DiskFullError as e:  # the message says what is intact and how to go on
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(DiskFullError.EXIT_STATUS) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:
