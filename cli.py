@@ -284,7 +284,8 @@ def inspect(directory, as_json, verify):
 @click.option("--kinds", default=None, metavar="SPEC",
               help="DFAN feature kinds, e.g. action+object+scene (the default) or action+scene.")
 def model_info(preset_name, attn, num_classes, streams, kinds):
-    """Print the architecture and per-module parameter counts of a preset.
+    """Print the architecture and per-module parameter counts of a preset (trainable as
+    `vaanet train` trains it: the demo presets' frozen 3D ResNet counts as frozen).
 
     \b
     Examples:
@@ -298,8 +299,13 @@ def model_info(preset_name, attn, num_classes, streams, kinds):
     from model.config import preset
     from model.summary import format_summary
 
+    from trainer.run_config import PRESET_DEFAULTS
     overrides = {k: v for k, v in dict(attention=attn, num_classes=num_classes, streams=streams,
                                         dfan_kinds=kinds).items() if v is not None}
+    # the preset's training default (demo: the 3D ResNet frozen), so the counts are train's
+    freeze = PRESET_DEFAULTS.get(preset_name, {}).get("freeze_visual")
+    if freeze is not None:
+        overrides["freeze_visual"] = freeze
     try:
         cfg = preset(preset_name, **overrides)
         if kinds is not None and cfg.arch != "dfan":
@@ -444,7 +450,9 @@ def _training_options(f):
                      help="Select the best epoch on the TEST split instead (as the authors' code; "
                           "named so in every output)."),
         click.option("--resume", is_flag=True, default=None,
-                     help="Continue a killed run from RUN_DIR/last.pt (same options)."),
+                     help="Continue a killed run from RUN_DIR/last.pt with the same options; "
+                          "only --epochs (more), --workers, --device, --amp, --channels-last may "
+                          "change (recorded in config.json), any other difference is refused."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="JSON (or YAML, with pyyaml) file of option values; flags override it. "
                           "A run's RUN_DIR/config.json is one."),
@@ -528,9 +536,14 @@ def train(ctx, config_file, gpus, **values):
     RUN_DIR/tensorboard when tensorboard is installed (pip install tensorboard).
     \b
     Demo:  vaanet preprocess --dataset demo && vaanet train
+    
+    Exit status: 0 done, 2 usage error (options, data, a --resume that changes the run,
+    not one optimisation step), 3 disk full (last.pt of the previous epoch is intact:
+    free space, then the same command with --resume), 1 a bug (traceback).
     """
     from trainer import distributed, run_config
     _allow_incomplete(values.pop("allow_incomplete"))
+    from trainer.errors import DiskFullError
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -549,6 +562,9 @@ def train(ctx, config_file, gpus, **values):
                 f"vaanet evaluate --run {cfg.out}")
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
+    except DiskFullError as e:  # the message says what is intact and how to go on
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(DiskFullError.EXIT_STATUS) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:
@@ -621,16 +637,22 @@ def ablate(ctx, attns, config_file, gpus, **values):
     """
     from trainer import distributed, run_config
     _allow_incomplete(values.pop("allow_incomplete"))
+    from trainer.errors import DiskFullError
     given_loss = values.pop("loss")
-    cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-")
+    # without --out, the same command again starts a new table (-2, -3, ...), as train does
+    cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-",
+                       fresh_out=not distributed.under_torchrun())
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
-    _relaunch(gpus, cfg.batch_size, device=cfg.device)
+    _relaunch(gpus, cfg.batch_size, cfg.out, device=cfg.device)
     try:
         from trainer.ablate import markdown, run_ablation
         table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())
     except run_config.RunError as e:
         raise click.UsageError(str(e)) from None
+    except DiskFullError as e:  # the message says what is intact and how to go on
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(DiskFullError.EXIT_STATUS) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:

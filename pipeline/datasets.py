@@ -162,11 +162,14 @@ def scan(root, dataset: DatasetDef) -> list[Video]:
     missing = [c for c in dataset.classes if c not in folders]
     if missing:
         warnings.warn(f"{root}: no folder for classes {missing} (they get no videos)")
-    videos, skipped = [], []
+    videos, skipped, bad_links = [], [], []
     for cls, d in folders.items():
         seen: dict[str, Path] = {}
         for p in sorted(d.iterdir()):
             if p.name.startswith("."):
+                continue
+            if link_problem(p):
+                bad_links.append(p)
                 continue
             if not p.is_file() or p.suffix.lower() not in VIDEO_EXTENSIONS:
                 skipped.append(p)
@@ -176,6 +179,9 @@ def scan(root, dataset: DatasetDef) -> list[Video]:
                                  "rename one (ids are class/name without extension)")
             seen[p.stem] = p
             videos.append(Video(f"{cls}/{p.stem}", dataset.classes.index(cls), cls, p))
+    if bad_links:
+        warnings.warn(f"skipped {len(bad_links)} symbolic links that lead to no file: " + ", ".join(
+            f"{p.relative_to(root)} ({link_problem(p)})" for p in bad_links))
     if skipped:
         shown = ", ".join(str(p.relative_to(root)) for p in skipped[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -184,3 +190,17 @@ def scan(root, dataset: DatasetDef) -> list[Video]:
     if not videos:
         raise ValueError(f"no video files under {root}; {_layout_help(dataset.classes)}")
     return sorted(videos, key=lambda v: v.id)
+
+
+def link_problem(p: Path) -> str | None:
+    """"symlink loop" or "symlink to a missing file" for a symbolic link that leads to no file
+    (so it is not reported as "not a video file"); None otherwise."""
+    if not p.is_symlink():
+        return None
+    try:
+        p.resolve(strict=True)
+    except FileNotFoundError:
+        return "symlink to a missing file"
+    except (RuntimeError, OSError):  # Python < 3.13: RuntimeError; then OSError ELOOP
+        return "symlink loop"
+    return None

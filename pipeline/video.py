@@ -390,4 +390,6 @@ def decode_snippets(probe: Probe, params: PreprocessParams) -> tuple[np.ndarray,
     if n < k:
         notes.append(f"short video ({n} frames < {k}): snippet frames loop")
     starts = plan_snippets(n, params)
+    if t > 1 and len(np.unique(starts)) == 1:  # too short for its segments to differ: say so
+        notes.append(f"every one of the {t} segments holds the same frames (video of {n} frames)")
     return _pick(frames, starts, k), starts / probe.fps, n, notes

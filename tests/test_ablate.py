@@ -76,3 +76,23 @@ def test_rows_take_only_the_weights_of_their_streams():
                                           "scene_weights": None}
     assert weights_for_row(cfg, "VS+VCW") == {"audio_weights": None}
     assert weights_for_row(cfg, "VS+VCW+VT+AT") == {}
+
+
+def test_the_same_ablate_command_twice_makes_a_new_folder(train_data, tmp_path, monkeypatch):
+    # the rows themselves are trained by the test above; here only the folder each command picks
+    import trainer.ablate
+    from click.testing import CliRunner
+
+    from cli import main
+    from trainer.run_config import RunError
+
+    def report_folder(cfg, *a, **kw):
+        raise RunError(f"folder {cfg.out}")
+    monkeypatch.setattr(trainer.ablate, "run_ablation", report_folder)
+    monkeypatch.chdir(tmp_path)
+    args = ["ablate", "--data", str(train_data.path), "--preset", "demo", "--attn", "AT", "--device", "cpu"]
+    first = "runs/ablate-shards-demo"
+    assert f"folder {first}\n" in CliRunner().invoke(main, args).output
+    (tmp_path / first).mkdir(parents=True)
+    assert f"folder {first}-2\n" in CliRunner().invoke(main, args).output
+    assert f"folder {first}\n" in CliRunner().invoke(main, args + ["--resume"]).output

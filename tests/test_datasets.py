@@ -82,3 +82,20 @@ def test_folder_layout_and_polarity_files(tmp_path):
     text.write_text("angry bad\ncalm positive\nhappy positive\n")
     with pytest.raises(ValueError, match="must be positive/negative"):
         read_polarity_file(text, d.classes)
+
+
+def test_symlinks_that_lead_nowhere_are_named_as_such(tmp_path):
+    touch(tmp_path, "anger/a.mp4")
+    (tmp_path / "anger" / "loop.mp4").symlink_to(tmp_path / "anger" / "loop2.mp4")
+    (tmp_path / "anger" / "loop2.mp4").symlink_to(tmp_path / "anger" / "loop.mp4")
+    (tmp_path / "anger" / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    with pytest.warns(UserWarning) as w:
+        videos = scan(tmp_path, load_definition("e6"))
+    assert [v.id for v in videos] == ["anger/a"]
+    messages = " ".join(str(x.message) for x in w)
+    assert "anger/loop.mp4 (symlink loop)" in messages
+    assert "anger/gone.mp4 (symlink to a missing file)" in messages
+    assert "not video files" not in messages
+    from trainer.predict import PredictError, find_videos
+    with pytest.raises(PredictError, match="symlink loop: .*loop.mp4"):
+        find_videos([tmp_path / "anger" / "loop.mp4"])

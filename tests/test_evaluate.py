@@ -99,3 +99,16 @@ def test_profile_check_passes_official_shards_and_own_checkpoints():
     check_profile({}, SimpleNamespace(profile="paper"), "d")   # a checkpoint trained here
     with pytest.raises(ValueError, match="needs shards preprocessed with"):
         check_profile({"imported_from": "x.pth"}, SimpleNamespace(profile="paper"), "d")
+
+
+def test_a_checkpoint_of_another_input_geometry_is_refused(run_dir, tmp_path, train_data):
+    # as if trained on shards of 4 segments x 8 frames at 64 px: these shards are 2 x 4 at 48 px
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    ckpt["data_params"] = {**ckpt["data_params"], "segments": 4, "frames": 8, "short_side": 64}
+    torch.save(ckpt, tmp_path / "other.pt")
+    r = evaluate("--checkpoint", tmp_path / "other.pt", "--data", train_data.path,
+                 "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    for name, trained, have in (("segments", 4, 2), ("frames", 8, 4), ("short_side", 64, 48)):
+        assert f"{name}: trained on {trained}, the data has {have}" in r.output, name
+    assert "n_mfcc" not in r.output and not (tmp_path / "out").exists()

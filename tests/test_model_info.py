@@ -62,3 +62,16 @@ def test_model_info_errors():
     assert "unknown attention 'VCT'" in result.output and "VS, VCW, VT, AT" in result.output
     result = CliRunner().invoke(main, ["model-info", "--attn", "VS+AT", "--streams", "visual"])
     assert result.exit_code == 2 and "AT needs the audio stream" in result.output
+
+
+def test_demo_counts_the_frozen_3d_resnet_as_train_does():
+    from model.build import build_model
+    from trainer import run_config
+    from trainer.train import model_config_for
+    out = CliRunner().invoke(main, ["model-info", "--preset", "demo", "--num-classes", "4"]).output
+    total = next(line for line in out.splitlines() if line.strip().startswith("total")).split()
+    params, trainable = (int(x.replace(",", "")) for x in total[1:3])
+    cfg = model_config_for(run_config.resolve({"preset": "demo", "data": "x"}), ["a", "b", "c", "d"])
+    model = build_model(cfg)
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert params == sum(p.numel() for p in model.parameters()) and trainable < params / 2

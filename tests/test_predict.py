@@ -129,3 +129,16 @@ def test_checkpoint_without_params_falls_back_to_the_model_config(run_dir, train
     from trainer.predict import params_for
     official, _ = params_for({}, preset("official"))
     assert (official.segments, official.sample_rate, official.nfft) == (12, 44100, 2048)
+
+
+def test_a_checkpoint_whose_data_parameters_do_not_fit_its_model_is_refused(run_dir, tmp_path):
+    from trainer.predict import PredictError, load_model
+    ckpt = checkpoint.load(run_dir / "best.pt")
+    ckpt["data_params"] = {**ckpt["data_params"], "frames": 2, "short_side": 32, "n_mfcc": 13}
+    torch.save(ckpt, tmp_path / "odd.pt")
+    with pytest.raises(PredictError) as e:
+        load_model(tmp_path / "odd.pt", device="cpu")
+    for part in ("frames per segment: the model takes 4, its data parameters give 2",
+                 "crop: the model takes 48, its data parameters give 32",
+                 "n_mfcc: the model takes 32, its data parameters give 13"):
+        assert part in str(e.value)

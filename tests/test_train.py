@@ -139,7 +139,7 @@ def test_bad_inputs_get_clear_usage_errors(train_data, trained, tmp_path):
     r = cli(*base, "--data", data, "--out", out)
     assert r.exit_code == 2 and "pass --resume" in r.output
     r = cli(*base, "--data", data, "--out", out, "--resume", "--attn", "VS+VCW")
-    assert r.exit_code == 2 and "incompatible checkpoint" in r.output and "attention" in r.output
+    assert r.exit_code == 2 and "options differ from the run's" in r.output and "attn: run None, now 'VS+VCW'" in r.output
     r = cli(*base, "--data", data, "--out", tmp_path / "fresh", "--resume")
     assert r.exit_code == 2 and "checkpoint not found" in r.output
     assert not (tmp_path / "o").exists()
@@ -248,3 +248,108 @@ def test_resume_links_best_when_killed_before_linking_it(train_data, tmp_path):
     res = run(train_data.run(out, epochs=1, resume=True))
     assert (out / "best.pt").is_file() and checkpoint.load(out / "best.pt")["epoch"] == 1
     assert res["best_epoch"] == 1
+
+
+def test_resume_refuses_options_that_change_the_run_and_records_the_others(train_data, tmp_path):
+    out = tmp_path / "r"
+    run(train_data.run(out, epochs=1))
+    changed = dict(lr=0.01, val_fraction=0.4, batch_size=2, seed=7, loss="ce")
+    with pytest.raises(run_config.RunError) as e:
+        run(train_data.run(out, epochs=2, resume=True, **changed))
+    msg = str(e.value)
+    assert "options differ from the run's" in msg
+    for name, new in changed.items():
+        assert f"{name}: run " in msg and f"now {new!r}" in msg, name
+    assert "epochs" not in msg.split("(")[1].split(")")[0]  # more epochs may change
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1  # nothing was trained
+    # more epochs and another loader size may change, and config.json says so
+    run(train_data.run(out, epochs=2, resume=True, workers=1))
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["workers"] == 1
+    assert saved["resumed"] == [{"after_epoch": 1, "changed": {"epochs": [1, 2], "workers": [0, 1]}}]
+    assert checkpoint.load(out / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    # config.json stays a valid --config file
+    assert run_config.resolve({"resume": True}, out / "config.json").epochs == 2
+    # fewer epochs than already trained is refused
+    with pytest.raises(run_config.RunError, match="trained 2 epochs already; give --epochs 2 or more"):
+        run(train_data.run(out, epochs=1, resume=True))
+
+
+def _data_with_train_videos(train_data, tmp_path, keep):
+    """A copy of the test shards whose split holds only the training videos `keep(record)`
+    accepts (the others become test videos)."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(train_data.path, data)
+    index = json.loads((data / "index.json").read_text())
+    for rec in index["videos"]:
+        if rec["splits"].get("alternating") == "train" and not keep(rec):
+            rec["splits"]["alternating"] = "test"
+    (data / "index.json").write_text(json.dumps(index))
+    return data
+
+
+def test_a_run_that_cannot_take_one_step_is_refused_before_epoch_1(train_data, tmp_path):
+    seen = []
+    data = _data_with_train_videos(train_data, tmp_path, lambda r: not seen and not seen.append(r))
+    out = tmp_path / "r"
+    with pytest.raises(run_config.RunError, match=r"holds 1 video\(s\): not one optimisation step "
+                                                  r"with --batch-size 4"):
+        run({**train_data.run(out), "data": str(data), "val_fraction": 0})
+    assert not (out / "config.json").exists() and not (out / "last.pt").exists()
+    from trainer.train import steps_per_epoch
+    assert steps_per_epoch(1, 4, 1) == (0, True) and steps_per_epoch(5, 4, 1) == (1, True)
+    assert steps_per_epoch(6, 4, 1) == (2, False) and steps_per_epoch(8, 4, 2) == (1, False)
+
+
+def test_a_class_without_training_video_is_named_in_a_warning(train_data, tmp_path, caplog):
+    data = _data_with_train_videos(train_data, tmp_path, lambda r: r["label"] != 2)
+    with caplog.at_level("WARNING", logger="trainer.train"):
+        run({**train_data.run(tmp_path / "r", epochs=1), "data": str(data)})
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no training video for class joy in split alternating" in m for m in warned), warned
+
+
+def test_shards_made_for_another_preset_name_the_preset_that_fits():
+    from types import SimpleNamespace
+
+    from pipeline.params import PreprocessParams
+    from pipeline.preprocess import DEMO_PARAMS
+    from trainer.train import fitting_preset
+
+    def hint(preset, **params):
+        return fitting_preset(SimpleNamespace(reader=SimpleNamespace(params=PreprocessParams(**params)),
+                                              cfg=SimpleNamespace(preset=preset)))
+    assert hint("paper", **DEMO_PARAMS) == "are 4 x 8 frames at 64 px: use --preset demo"
+    assert hint("dfan", **DEMO_PARAMS) == "are 4 x 8 frames at 64 px: use --preset dfan-demo"
+    assert hint("demo") == "are 10 x 16 frames at 112 px: use --preset paper"
+    assert hint("paper") is None and hint("paper", segments=3) is None
+
+
+def test_a_full_disk_while_saving_says_what_is_intact_and_exits_3(train_data, tmp_path, monkeypatch):
+    import errno
+
+    import trainer.checkpoint
+    real_save, calls = torch.save, []
+
+    def save_until_full(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the checkpoint of epoch 2
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+    monkeypatch.setattr(trainer.checkpoint.torch, "save", save_until_full)
+    out = tmp_path / "r"
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({k: v for k, v in train_data.run(out, epochs=2).items()}))
+    r = cli("train", "--config", cfg)
+    assert r.exit_code == 3, r.output
+    assert f"no space left on the device while writing {out / 'last.pt'}" in r.output
+    assert f"{out / 'last.pt'} from epoch 1 is intact" in r.output and "--resume" in r.output
+    assert "Traceback" not in r.output
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1  # the previous checkpoint survives
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("last"))== ["last.pt"]
+    monkeypatch.setattr(trainer.checkpoint.torch, "save", real_save)
+    r = cli("train", "--config", cfg, "--resume")
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(out / "last.pt")["epoch"] == 2

@@ -143,6 +143,9 @@ def test_short_video_loops(vids):
     assert ex.frames.shape[:3] == (2, 4, 8)
     assert np.array_equal(c, (np.arange(8) % 5) * np.ones((2, 4, 1), int))
     assert any("short video" in n for n in ex.info["notes"])
+    # 5 frames for 4 segments: all of them hold the same frames, and the index says so
+    assert (ex.frames == ex.frames[:, :1]).all()
+    assert "every one of the 4 segments holds the same frames (video of 5 frames)" in ex.info["notes"]
     assert ex.info["n_frames"] == 5
 
 

@@ -105,3 +105,25 @@ def check_compatible(ckpt: dict, classes: list[str], model_config: dict | None =
         if diff:
             shown = ", ".join(f"{k}: {a!r} in the {what}, {b!r} now" for k, (a, b) in diff.items())
             raise RunError(f"incompatible {what}: model configuration differs ({shown})")
+
+
+# the preprocessing parameters that set what the model sees: segments, frames per snippet,
+# frame size (the crop is taken from the short side), and the MFCC's geometry
+GEOMETRY = ("segments", "frames", "short_side", "max_long_side", "n_mfcc", "sample_rate", "n_filt",
+            "nfft", "winlen", "winstep", "mfcc")
+
+
+def check_geometry(ckpt: dict, params, data) -> None:
+    """Raise RunError when the shards in `data` (PreprocessParams `params`) were made at another
+    input geometry than the data the checkpoint was trained on (its `data_params`): the loader
+    would otherwise subsample or crop them into numbers the model never saw, without a word."""
+    trained = ckpt.get("data_params")
+    if not trained:  # an older or imported checkpoint: the loader checks what it can
+        return
+    have = params.to_dict()
+    diffs = [f"{k}: trained on {trained[k]!r}, the data has {have.get(k)!r}"
+             for k in GEOMETRY if k in trained and trained[k] != have.get(k)]
+    if diffs:
+        raise RunError(f"the checkpoint was trained on data of another input geometry than {data} "
+                       f"({'; '.join(diffs)}): evaluate it on shards preprocessed as its training "
+                       "data (vaanet preprocess with those values, or the preset it was trained with)")

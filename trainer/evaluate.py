@@ -134,6 +134,7 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
         raise RunError("the checkpoint does not name its data folder; pass --data")
     reader = open_data(data)
     check_profile(ckpt, reader.params, data)
+    checkpoint.check_geometry(ckpt, reader.params, data)
     checkpoint.check_compatible(ckpt, reader.classes)
     split = check_split(reader, split if split is not None else ckpt.get("split"))
     ids = split_ids(reader, split, part)

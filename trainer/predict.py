@@ -49,7 +49,8 @@ def find_videos(paths) -> tuple[list[Path], list[Path]]:
         elif p.is_file():
             videos.append(p)
         else:
-            raise PredictError(f"no such file or folder: {p}")
+            from pipeline.datasets import link_problem
+            raise PredictError(f"{link_problem(p) or 'no such file or folder'}: {p}")
     videos = list(dict.fromkeys(videos))
     if not videos:
         raise PredictError(f"no videos found in {', '.join(map(str, paths))} (video files: "
@@ -111,6 +112,21 @@ def params_for(ckpt: dict, cfg) -> tuple[PreprocessParams, str]:
     return params, "derived from the model configuration"
 
 
+def check_geometry(cfg, params: PreprocessParams, path) -> None:
+    """The videos are decoded with the checkpoint's preprocessing parameters: refuse a
+    checkpoint whose model wants more (frames, a larger crop, other MFCC) than they give."""
+    wanted = []
+    if cfg.visual:
+        wanted += [("frames per segment", cfg.frames, params.frames, cfg.frames > params.frames),
+                   ("crop", cfg.crop, params.short_side, cfg.crop > params.short_side)]
+    if cfg.audio:
+        wanted += [("n_mfcc", cfg.n_mfcc, params.n_mfcc, cfg.n_mfcc != params.n_mfcc)]
+    bad = [f"{name}: the model takes {m}, its data parameters give {d}" for name, m, d, b in wanted if b]
+    if bad:
+        raise PredictError(f"{path}: its model and its recorded preprocessing parameters do not "
+                           f"fit ({'; '.join(bad)}); it cannot be applied to videos")
+
+
 def load_model(checkpoint=None, run=None, which: str = "best", device: str = "auto") -> Loaded:
     """The model of a checkpoint file or RUN_DIR/<which>.pt, in eval mode on `device`."""
     from model.build import build_model
@@ -134,6 +150,7 @@ def load_model(checkpoint=None, run=None, which: str = "best", device: str = "au
     if len(classes) != cfg.num_classes:
         raise PredictError(f"{path} names {len(classes)} classes for a {cfg.num_classes}-class model")
     params, source = params_for(ckpt, cfg)
+    check_geometry(cfg, params, path)
     try:
         dev = resolve_device(device)
     except ValueError as e:

@@ -131,7 +131,8 @@ def read_file(path) -> dict:
     if not isinstance(values, dict):
         raise RunError(f"{path} must hold a mapping of option names to values")
     values = {k.replace("-", "_"): v for k, v in values.items()}
-    values.pop("resolved_model", None)  # written beside the run config for information only
+    for info in ("resolved_model", "resumed"):  # written beside the run config for information only
+        values.pop(info, None)
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise RunError(f"unknown keys in {path}: {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}")
@@ -182,13 +183,45 @@ def _default_workers() -> int:
     return default_workers_here()
 
 
-def save(cfg: RunConfig, run_dir, resolved_model: dict | None = None) -> Path:
-    """RUN_DIR/config.json, written atomically; `resolved_model` records the full ModelConfig."""
+# what --resume may change: how long and where the run goes on, not what it computes
+RESUME_MAY_CHANGE = ("epochs", "workers", "device", "amp", "channels_last", "resume", "out")
+# the split is compared once resolved (None means the data's first split), by trainer/train.py
+RESUME_COMPARED_ELSEWHERE = ("split",)
+
+
+def resume_differences(saved: dict, cfg: RunConfig) -> dict:
+    """{option: (saved value, new value)} for every option that changes what the run computes
+    (lr, loss, batch size, seed, validation fraction, model, data, weights, ...)."""
+    now = cfg.to_dict()
+    diffs = {}
+    for name in sorted(FIELDS - set(RESUME_MAY_CHANGE) - set(RESUME_COMPARED_ELSEWHERE)):
+        old, new = saved.get(name, getattr(RunConfig, name, None)), now.get(name)
+        if old == new:
+            continue
+        if name == "data" and old and new and Path(old).resolve() == Path(new).resolve():
+            continue  # the same folder, written another way
+        diffs[name] = (old, new)
+    return diffs
+
+
+def resume_changes(saved: dict, cfg: RunConfig) -> dict:
+    """{option: [saved, new]} for the options --resume may change that did change."""
+    now = cfg.to_dict()
+    return {k: [saved.get(k), now.get(k)] for k in RESUME_MAY_CHANGE
+            if k not in ("resume", "out") and k in saved and saved.get(k) != now.get(k)}
+
+
+def save(cfg: RunConfig, run_dir, resolved_model: dict | None = None,
+         resumed: list | None = None) -> Path:
+    """RUN_DIR/config.json, written atomically; `resolved_model` records the full ModelConfig,
+    `resumed` one record per --resume of the run (the epoch it continued after and what changed)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     d = cfg.to_dict()
     if resolved_model is not None:
         d["resolved_model"] = resolved_model
+    if resumed:
+        d["resumed"] = resumed
     path = run_dir / "config.json"
     atomic.write_json(path, d, indent=2)
     return path

@@ -19,6 +19,7 @@ results.json and results.md (the final table), and TensorBoard events when tenso
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from trainer.data import carve_validation, check_split, open_data, split_ids
 from trainer.device import autocast, resolve_device, to_channels_last
 from trainer.evaluate import EvalSet, predict, report, write_predictions
 from trainer.metrics import format_report
-from trainer.errors import RunError
+from trainer.errors import DiskFullError, RunError, is_disk_full
 from trainer.run_config import user_input
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class Run:
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"metric": "accuracy, then loss, on the selection set",
                                                 "value": None, "epoch": None})
+    resumed: list = field(default_factory=list)  # config.json's record of every --resume
     # prepare: the model as trained (DDP or bare), loaders, meters
     ddp_model: Any = None
     train_loader: Any = None
@@ -239,9 +241,46 @@ def open_split(run: Run) -> None:
         run.val_name = "val"
         run.selection = (f"validation ({len(run.val_ids)} videos held out of the training split)"
                          if run.val_ids else "last epoch (no validation set)")
+    warn_empty_classes(run)
     run.log(f"run folder {cfg.out}")
     run.log(f"data {cfg.data}: split {run.split}: {len(run.train_ids)} train, {len(run.val_ids)} "
             f"{run.val_name}, {len(run.test_ids)} test videos; classes {', '.join(run.classes)}")
+
+
+def warn_empty_classes(run: Run) -> None:
+    """A class without a training video cannot be learnt: say which, before epoch 1."""
+    present = {int(run.reader.meta(vid)["label"]) for vid in run.train_ids}
+    missing = [c for i, c in enumerate(run.classes) if i not in present]
+    if missing and run.dist.is_main:
+        logger.warning("no training video for class%s %s in split %s: the model cannot learn %s",
+                       "es" if len(missing) > 1 else "", ", ".join(missing), run.split,
+                       "them" if len(missing) > 1 else "it")
+
+
+def fitting_preset(run: Run) -> str | None:
+    """'are S x K frames at P px: use --preset NAME' when the shards were made for another
+    preset than the run's (its segments, frames and crop as the short side); else None."""
+    from model.config import preset
+    p = run.reader.params
+    family = "dfan" if run.cfg.preset.startswith("dfan") else ""
+    for name in PRESET_ORDER:
+        m = preset(name)
+        if (name.startswith("dfan") == bool(family) and name != run.cfg.preset
+                and (m.segments, m.frames, m.crop) == (p.segments, p.frames, p.short_side)):
+            return (f"are {p.segments} x {p.frames} frames at {p.short_side} px: use --preset "
+                    f"{name}")
+    return None
+
+
+PRESET_ORDER = ("demo", "paper", "official", "dfan-demo", "dfan")
+
+
+def steps_per_epoch(n: int, batch: int, world_size: int) -> tuple[int, bool]:
+    """(optimisation steps per epoch, drop_last) for n training videos. A last batch of one
+    sample would break BatchNorm in train mode, so it is dropped."""
+    per_process_n = math.ceil(n / world_size)
+    drop_last = per_process_n % batch == 1
+    return (per_process_n // batch if drop_last else math.ceil(per_process_n / batch)), drop_last
 
 
 def build(run: Run) -> None:
@@ -273,6 +312,7 @@ def resume(run: Run) -> None:
                            "or choose another --out")
         return
     ckpt = checkpoint.load(last)
+    check_same_run(run, ckpt)
     checkpoint.check_compatible(ckpt, run.classes, run.model_cfg.to_dict(), what="checkpoint in RUN_DIR")
     if ckpt.get("split") != run.split:
         raise RunError(f"cannot resume: the run trained on split {ckpt.get('split')!r}, "
@@ -291,22 +331,56 @@ def resume(run: Run) -> None:
     run.log(f"resumed from {last} after epoch {run.start_epoch}")
 
 
+def check_same_run(run: Run, ckpt: dict) -> None:
+    """--resume continues the same run: an option that changes what it computes (lr, loss,
+    batch size, seed, validation fraction, model, data, ...) is refused with every difference
+    listed; the ones that may change (more epochs, workers, device, amp, channels-last) are
+    recorded in config.json under `resumed`."""
+    saved, cfg = ckpt.get("run_config") or {}, run.cfg
+    diffs = run_config.resume_differences(saved, cfg) if saved else {}
+    if diffs:
+        listed = "; ".join(f"{k}: run {old!r}, now {new!r}" for k, (old, new) in diffs.items())
+        raise RunError(f"cannot resume {run.run_dir}: these options differ from the run's "
+                       f"({listed}). --resume continues the same run: give the same options "
+                       f"(or --config {run.run_dir / 'config.json'}), changing only --epochs, "
+                       "--workers, --device, --amp or --channels-last; or start a new run in "
+                       "another --out")
+    done = int(ckpt["epoch"])
+    if cfg.epochs < done:
+        raise RunError(f"cannot resume {run.run_dir} with --epochs {cfg.epochs}: it has trained "
+                       f"{done} epochs already; give --epochs {done} or more")
+    try:  # the record of earlier resumes, carried on
+        run.resumed = list(json.loads((run.run_dir / "config.json").read_text()).get("resumed") or [])
+    except (OSError, ValueError, AttributeError):
+        run.resumed = []
+    run.resumed.append({"after_epoch": done, "changed": run_config.resume_changes(saved, cfg)})
+
+
 def prepare(run: Run) -> None:
     """The training samples (the last check of user input: the shards must hold what the model
     needs), RUN_DIR/config.json, DistributedDataParallel, the loaders: train shuffled per epoch
     (seeded), validation deterministic."""
     from trainer.loader import ClipDataset, DataWaitMeter, make_loader
     cfg = run.cfg
-    with user_input():
-        train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed)
+    try:
+        with user_input():
+            train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed)
+    except RunError as e:
+        hint = fitting_preset(run)
+        raise RunError(f"{e}; or, as these shards {hint}" if hint else str(e)) from None
+    steps, drop_last = steps_per_epoch(len(train_ds), run.batch, run.dist.world_size)
+    if steps == 0:
+        raise RunError(f"the training part of split {run.split} holds {len(train_ds)} video(s): "
+                       f"not one optimisation step with --batch-size {cfg.batch_size} (a last batch "
+                       "of one video is dropped, BatchNorm needs two); add training videos, lower "
+                       "--batch-size or --val-fraction")
     if run.dist.is_main:
-        run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict())
+        with disk_full_says(run, run.run_dir / "config.json", run.start_epoch):
+            run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict(), resumed=run.resumed)
     distributed.barrier()
     run.ddp_model = distributed.wrap(run.model, run.dist, run.device)
-    per_process_n = math.ceil(len(train_ds) / run.dist.world_size)
-    # a last batch of one sample would break BatchNorm in train mode: drop it
     run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
-                                   distributed=run.dist.enabled, drop_last=per_process_n % run.batch == 1)
+                                   distributed=run.dist.enabled, drop_last=drop_last)
     run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers)
                    if run.val_ids else None)
     run.meter = DataWaitMeter()
@@ -410,18 +484,40 @@ def select(run: Run, epoch: int, val_r: dict | None) -> bool:
     return improved
 
 
+@contextlib.contextmanager
+def disk_full_says(run: Run, path: Path, epochs_done: int):
+    """A full disk while writing `path` becomes DiskFullError (exit status 3): one sentence
+    naming the file, what is intact and how to go on, instead of a traceback."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        last = run.run_dir / "last.pt"
+        intact = (f"{last} from epoch {epochs_done} is intact: free space, then run the same "
+                  "command with --resume to continue from it" if epochs_done and last.exists()
+                  else "no checkpoint was saved yet: free space, then run the same command again")
+        raise DiskFullError(f"no space left on the device while writing {path} ({e}); {intact}") from None
+
+
 def save(run: Run, epoch: int, improved: bool) -> None:
     """RUN_DIR/last.pt (rank 0), and best.pt as a link to it when this epoch is the best."""
     if run.dist.is_main:
-        checkpoint.save(run.run_dir / "last.pt", model=run.model.state_dict(),
-                        optimizer=run.optimizer.state_dict(),
-                        scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
-                        epoch=epoch + 1, rng=checkpoint.rng_state(), model_config=run.model_cfg.to_dict(),
-                        run_config=run.cfg.to_dict(), classes=run.classes, polarity=run.polarity,
-                        split=run.split, best=run.best, data_params=run.reader.params.to_dict())
-        if improved:
-            checkpoint.duplicate(run.run_dir / "last.pt", run.run_dir / "best.pt")
+        with disk_full_says(run, run.run_dir / "last.pt", epoch):
+            save_checkpoints(run, epoch, improved)
     distributed.barrier()
+
+
+def save_checkpoints(run: Run, epoch: int, improved: bool) -> None:
+    """last.pt, and best.pt as a hard link of it when this epoch is the best (rank 0)."""
+    checkpoint.save(run.run_dir / "last.pt", model=run.model.state_dict(),
+                    optimizer=run.optimizer.state_dict(),
+                    scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                    epoch=epoch + 1, rng=checkpoint.rng_state(), model_config=run.model_cfg.to_dict(),
+                    run_config=run.cfg.to_dict(), classes=run.classes, polarity=run.polarity,
+                    split=run.split, best=run.best, data_params=run.reader.params.to_dict())
+    if improved:
+        checkpoint.duplicate(run.run_dir / "last.pt", run.run_dir / "best.pt")
 
 
 def log_epoch(run: Run, epoch: int, train_m: dict, speed: dict, val_r: dict | None, epoch_s: float) -> None:
@@ -431,7 +527,8 @@ def log_epoch(run: Run, epoch: int, train_m: dict, speed: dict, val_r: dict | No
               "speed": speed, "best_epoch": run.best["epoch"], "lr": cfg.lr, "epoch_s": epoch_s}
     if val_r:
         record["val_detail"] = {k: val_r[k] for k in ("per_class_accuracy", "confusion")}
-    run.mlog.write(record)
+    with disk_full_says(run, run.mlog.path, epoch + 1):
+        run.mlog.write(record)
     run.log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {train_m['loss']:.3f} "
             f"acc {100 * train_m['accuracy']:5.1f}%"
             + (f"  {run.val_name} loss {val_r['loss']:.3f} acc {100 * val_r['accuracy']:5.1f}%" if val_r else "")
@@ -455,7 +552,9 @@ def final_test(run: Run) -> dict:
         r = report(pred, run.polarity)
         results[f"test_{which}"] = r
         if run.dist.is_main:
-            write_predictions(run.run_dir / f"predictions-{which}-test.csv", pred, run.classes, run.polarity)
+            with disk_full_says(run, run.run_dir / f"predictions-{which}-test.csv", run.cfg.epochs):
+                write_predictions(run.run_dir / f"predictions-{which}-test.csv", pred, run.classes,
+                                  run.polarity)
             run.mlog.write({"final": f"test with {which} model (epoch {ckpt['epoch']})", "split": run.split, **r})
     run.mlog.close()
     run.reader.close()
@@ -465,7 +564,8 @@ def final_test(run: Run) -> dict:
 def finish(run: Run, results: dict) -> None:
     """results.json and results.md (rank 0), and a one-line summary in the log."""
     if run.dist.is_main:
-        write_results(run.run_dir, results)
+        with disk_full_says(run, run.run_dir / "results.json", run.cfg.epochs):
+            write_results(run.run_dir, results)
         from trainer.report import try_write_report
         try_write_report(run.run_dir)  # plots and report.html
     run.log(f"test split {run.split}: best model (epoch {results['best_epoch']}) accuracy "
