@@ -188,6 +188,7 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
     (`vaanet inspect` shows "unfinished"; train/evaluate/ablate refuse it without
     --allow-incomplete).
     """
+    # long only through its option checks: each turns one option into a usage error before any work
     import warnings
     from pipeline import preprocess as pp
 
@@ -398,6 +399,7 @@ def _allow_incomplete(flag: bool) -> None:
 
 def _training_options(f):
     """Options shared by `train` and `ablate` (every one overrides --config FILE)."""
+    # a list of option declarations, not logic
     options = [
         click.option("--data", type=click.Path(file_okay=False), default=None,
                      help="Preprocessed dataset folder (`vaanet preprocess --out`). Default: "

@@ -98,6 +98,7 @@ def loader_rate_from_data(data: str, cfg, workers: int, batch: int, samples: int
 
 
 def main(argv=None):
+    # long on purpose: a benchmark script reads top to bottom in the order it measures
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="paper", choices=["paper", "official", "demo"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -262,6 +262,7 @@ def run(dataset: str, root, out, params: PreprocessParams, **kw) -> RunResult:
 def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
          polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
          retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
+    # the run's steps in their order (definition, output check, repair, decode loop, summary), kept in one place so the commit order of shards and journal reads as it happens
     from tqdm import tqdm
     from pipeline.writer import ShardWriter
 

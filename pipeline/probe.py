@@ -104,6 +104,7 @@ def _error_reason(log: str) -> str:
 
 def parse_header(path: str, log: str) -> Probe:
     """Parse `ffmpeg -i` stderr into a Probe; raise VideoError when there is no usable video."""
+    # one pass over ffmpeg's header text, field by field; splitting it would only scatter the matches
     m = _INPUT.search(log)
     if m is None:
         raise VideoError(_error_reason(log), tail(log), path)

@@ -327,6 +327,7 @@ def decode_snippets(probe: Probe, params: PreprocessParams) -> tuple[np.ndarray,
 
     Returns (frames uint8 [S, t, k, H, W, 3], first-frame times in seconds [S, t], number of
     frames, notes)."""
+    # the decode routes (whole video, one pass keeping the snippets, one seek per snippet) and their fallbacks read best side by side
     S, t, k = params.snippets, params.segments, params.frames
     notes: list[str] = []
     n_est = probe.n_frames
