@@ -127,3 +127,20 @@ def check_geometry(ckpt: dict, params, data) -> None:
         raise RunError(f"the checkpoint was trained on data of another input geometry than {data} "
                        f"({'; '.join(diffs)}): evaluate it on shards preprocessed as its training "
                        "data (vaanet preprocess with those values, or the preset it was trained with)")
+
+
+def locate(ckpt_file=None, run=None, which: str = "best") -> Path:
+    """The checkpoint a command is given: a file (--checkpoint) or RUN_DIR/<which>.pt (--run),
+    exactly one of them; a run folder that holds no such file is a usage error."""
+    if (ckpt_file is None) == (run is None):
+        raise RunError("give either a checkpoint file (--checkpoint) or a run folder (--run)")
+    if run is None:
+        return Path(ckpt_file)
+    run = Path(run)
+    if not run.is_dir():
+        raise RunError(f"run folder not found: {run}")
+    path = run / f"{which}.pt"
+    if not path.is_file():
+        raise RunError(f"{run} holds no {which}.pt: not a finished `vaanet train` run folder "
+                       "(pass --checkpoint FILE for another file)")
+    return path

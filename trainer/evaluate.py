@@ -120,13 +120,7 @@ def evaluate(run=None, ckpt_path=None, data=None, split=None, part="test", which
     Returns dict(report, predictions (path), metrics (path), split, part)."""
     from model.config import ModelConfig
     from model.build import build_model
-    if (run is None) == (ckpt_path is None):
-        raise RunError("give either a run folder (--run) or a checkpoint file (--checkpoint)")
-    if run is not None:
-        run = Path(run)
-        if not run.is_dir():
-            raise RunError(f"run folder not found: {run}")
-        ckpt_path = run / f"{which}.pt"
+    ckpt_path = checkpoint.locate(ckpt_path, run, which)
     ckpt = checkpoint.load(ckpt_path)
     run_cfg = ckpt.get("run_config", {})
     data = data if data is not None else run_cfg.get("data")

@@ -25,12 +25,13 @@ import torch
 
 from pipeline.datasets import VIDEO_EXTENSIONS
 from pipeline.params import PreprocessParams
+from trainer.errors import RunError
 
 log = logging.getLogger(__name__)
 POLARITY_NAMES = {1: "positive", 0: "negative"}
 
 
-class PredictError(ValueError):
+class PredictError(RunError):
     """A usage error: missing or foreign checkpoint, no videos, bad option (exit status 2)."""
 
 
@@ -70,21 +71,6 @@ class Loaded:
     params_source: str            # "checkpoint" or "derived from the model configuration"
     path: Path
     device: torch.device
-
-
-def checkpoint_path(checkpoint=None, run=None, which: str = "best") -> Path:
-    if (checkpoint is None) == (run is None):
-        raise PredictError("give either a checkpoint file (--checkpoint) or a run folder (--run)")
-    if run is not None:
-        run = Path(run)
-        if not run.is_dir():
-            raise PredictError(f"run folder not found: {run}")
-        path = run / f"{which}.pt"
-        if not path.is_file():
-            raise PredictError(f"{run} holds no {which}.pt: not a finished `vaanet train` run folder "
-                               "(pass --checkpoint FILE for another file)")
-        return path
-    return Path(checkpoint)
 
 
 def params_for(ckpt: dict, cfg) -> tuple[PreprocessParams, str]:
@@ -133,7 +119,7 @@ def load_model(checkpoint=None, run=None, which: str = "best", device: str = "au
     from model.config import ModelConfig
     from trainer import checkpoint as ckpt_io
     from trainer.device import resolve_device
-    path = checkpoint_path(checkpoint, run, which)
+    path = ckpt_io.locate(checkpoint, run, which)
     try:
         ckpt = ckpt_io.load(path)
     except ValueError as e:
