@@ -64,7 +64,7 @@ def test_predictions_csv_and_metrics_agree(run_dir, tmp_path, train_data):
 
 def test_evaluate_errors(run_dir, tmp_path, train_data):
     r = evaluate("--data", train_data.path)
-    assert r.exit_code == 2 and "either a run folder" in r.output
+    assert r.exit_code == 2 and "either a checkpoint file (--checkpoint) or a run folder (--run)" in r.output
     r = evaluate("--run", run_dir, "--split", "3")
     assert r.exit_code == 2 and "available splits: alternating" in r.output
     r = evaluate("--run", tmp_path / "none")
