@@ -441,6 +441,9 @@ def _training_options(f):
         click.option("--channels-last/--no-channels-last", default=None,
                      help="Run the 3D convolutions in channels_last_3d (NDHWC) on CUDA. "
                           "[default: off]"),
+        click.option("--sync-bn/--no-sync-bn", default=None,
+                     help="With several GPU processes: BatchNorm statistics over the whole global "
+                          "batch (SyncBatchNorm) instead of each GPU's share. [default: off]"),
         click.option("--workers", type=int, default=None,
                      help="Loader worker processes per GPU process. [default: (cores - processes) "
                           "// processes, between 1 and 16]"),

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from trainer import distributed
 
@@ -85,3 +86,18 @@ def test_two_gloo_processes_train_ablation_rows_with_all_parameters_used(train_d
         # the model learnt something different in each epoch: the loss moved
         assert epochs[0]["train"]["loss"] != epochs[1]["train"]["loss"], row
     assert (out / "ablation.md").is_file()
+
+
+def test_sync_batchnorm_replaces_every_batchnorm_and_is_refused_on_cpu():
+    from trainer.errors import RunError
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1), torch.nn.BatchNorm3d(4),
+                                torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)))
+    weight = model[1].weight
+    converted = distributed.sync_batchnorm(model, "cuda")  # conversion needs no GPU, only its use
+    kinds = [type(m) for m in converted.modules() if "BatchNorm" in type(m).__name__]
+    assert kinds == [torch.nn.SyncBatchNorm, torch.nn.SyncBatchNorm]
+    assert converted[1].weight is weight  # the optimizer's parameters stay the same objects
+    with pytest.raises(RunError, match="--sync-bn needs CUDA"):
+        distributed.sync_batchnorm(model, "cpu")
+    # one process: nothing to synchronise, the model comes back as it is
+    assert distributed.wrap(model, distributed.DistInfo(), "cpu", sync_bn=True) is model

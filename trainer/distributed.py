@@ -89,14 +89,27 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(model: torch.nn.Module, info: DistInfo, device) -> torch.nn.Module:
-    """DistributedDataParallel around `model` when several processes run, else `model`.
+def sync_batchnorm(model: torch.nn.Module, device) -> torch.nn.Module:
+    """`model` with every BatchNorm replaced by SyncBatchNorm (same parameters and buffers), so
+    that with N processes the statistics cover the global batch rather than 1/N of it. NCCL only:
+    PyTorch's SyncBatchNorm has no CPU (gloo) implementation, so elsewhere this is refused."""
+    from trainer.errors import RunError
+    if torch.device(device).type != "cuda":
+        raise RunError("--sync-bn needs CUDA processes: SyncBatchNorm has no CPU implementation")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap(model: torch.nn.Module, info: DistInfo, device, sync_bn: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around `model` when several processes run, else `model`
+    (`sync_bn`: SyncBatchNorm first, see `sync_batchnorm`; one process needs none).
     find_unused_parameters=False: every configuration uses all of its trainable parameters in
     every step (an ablation builds only the streams and attentions it uses; the frozen parts
     have no gradient), so DDP need not traverse the autograd graph after each forward to find
     unused ones. A parameter left out by a future change makes DDP fail loudly at its next step."""
     if not info.enabled:
         return model
+    if sync_bn:  # in place for every BatchNorm below the root: `model` stays the same object
+        model = sync_batchnorm(model, device)
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [info.local_rank] if torch.device(device).type == "cuda" else None
     return DDP(model, device_ids=ids, find_unused_parameters=False)

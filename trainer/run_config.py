@@ -68,6 +68,8 @@ class RunConfig:
     # auto: bf16 on a CUDA device that supports it, else none; config.json records the result
     amp: str = "auto"                # auto | none | bf16 | fp16 (fp16 uses a GradScaler)
     channels_last: bool = False      # 3D convolutions in channels_last_3d on CUDA
+    # several CUDA processes: BatchNorm statistics over the whole global batch (SyncBatchNorm)
+    sync_bn: bool = False
     # per process: the cores left beside the main processes, shared among the ranks (device.py)
     workers: int = field(default_factory=lambda: _default_workers())
     seed: int = 0
@@ -184,7 +186,7 @@ def _default_workers() -> int:
 
 
 # what --resume may change: how long and where the run goes on, not what it computes
-RESUME_MAY_CHANGE = ("epochs", "workers", "device", "amp", "channels_last", "resume", "out")
+RESUME_MAY_CHANGE = ("epochs", "workers", "device", "amp", "channels_last", "sync_bn", "resume", "out")
 # the split is compared once resolved (None means the data's first split), by trainer/train.py
 RESUME_COMPARED_ELSEWHERE = ("split",)
 

@@ -378,7 +378,7 @@ def prepare(run: Run) -> None:
         with disk_full_says(run, run.run_dir / "config.json", run.start_epoch):
             run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict(), resumed=run.resumed)
     distributed.barrier()
-    run.ddp_model = distributed.wrap(run.model, run.dist, run.device)
+    run.ddp_model = distributed.wrap(run.model, run.dist, run.device, sync_bn=cfg.sync_bn)
     run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
                                    distributed=run.dist.enabled, drop_last=drop_last)
     run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers)
