@@ -105,8 +105,9 @@ def make_data(work: Path, videos: int, duration: float, dry: bool, jobs: int) ->
             except OSError:
                 shutil.copy(src, dst)
     out = work / f"shards-{videos}"
+    # the work folder is this script's cache: shards of other settings (an older format) are redone
     res = preprocess.run("demo", root, out, DRY_PARAMS if dry else PAPER_PARAMS, jobs=jobs,
-                         progress=False, echo=lambda *a: None)
+                         overwrite=True, progress=False, echo=lambda *a: None)
     if res.ok_total != videos:
         raise SystemExit(f"preprocess: {res.ok_total} of {videos} videos ok")
     return out
