@@ -55,22 +55,13 @@ def open(path, mode: str = "w", newline: str | None = None, encoding: str | None
     block finishes without an exception; the folder is created when missing."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic.open writes whole files: mode 'w' or 'wb', not {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, newline=newline,
-                       encoding=encoding if "b" not in mode else None) as f:
+    with target(path) as tmp:
+        with builtins.open(tmp, mode, newline=newline,
+                           encoding=encoding if "b" not in mode else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    fsync_dir(Path(path).parent)
 
 
 @contextlib.contextmanager
