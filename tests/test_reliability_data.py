@@ -238,3 +238,57 @@ def test_full_disk_during_preprocess(good, tmp_path, monkeypatch):
     assert "already done: 3" in r.output and f"decoded now: {GOOD - 3}" in r.output
     keys = shard_keys(out)
     assert len(keys) == len(set(keys)) == GOOD
+
+
+def invert_bytes(out, vid, codec="raw", n=400):
+    """Flip n bytes of a video's frames inside its shard (the file still opens); the shard."""
+    import h5py
+    shard = out / ShardReader(out).meta(vid)["shard"]
+    with h5py.File(shard, "r") as f:
+        ds = f[fmt.video_key(vid)][fmt.JPEG if codec == "jpeg" else fmt.FRAMES]
+        offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    assert offset is not None and size > n + 50            # contiguous: damage it in place
+    data = bytearray(shard.read_bytes())
+    data[offset + 50:offset + 50 + n] = bytes(255 - b for b in data[offset + 50:offset + 50 + n])
+    shard.write_bytes(bytes(data))
+    return shard
+
+
+def arrays(out):
+    """Every listed video's stored arrays, as the reader returns them."""
+    reader = ShardReader(out)
+    return {i: (reader.frames(i), reader.mfcc(i)) for i in reader.ids}
+
+
+def test_rerun_decodes_videos_whose_data_fails_the_checksum(good, tmp_path):
+    import numpy as np
+    out = tmp_path / "out"
+    r = preprocess(good, out)
+    assert r.exit_code == 0 and "verif" not in r.output    # a first run checks nothing
+    vid = "joy/joy_01"
+    before = arrays(out)
+    shard = invert_bytes(out, vid)
+
+    r = preprocess(good, out, "--no-verify")               # the flag leaves it, and says so
+    assert r.exit_code == 0, r.output
+    assert "verification skipped (--no-verify)" in r.output
+    assert "the output is complete" not in r.output and "decoded now" not in r.output
+    assert CliRunner().invoke(main, ["inspect", "--verify", str(out)]).exit_code == 1
+
+    r = preprocess(good, out)                               # the same command repairs it
+    assert r.exit_code == 0, r.output
+    assert f"verified: {GOOD} stored videos" in r.output
+    assert f"damaged: 1 stored videos decoded again: {vid} (frames does not match its " \
+           "checksum)" in r.output
+    assert "decoded now: 1 " in r.output and "the output is complete" not in r.output
+    reader = ShardReader(out)
+    assert reader.meta(vid)["shard"] != shard.name          # the new copy, in a new shard
+    r = CliRunner().invoke(main, ["inspect", "--verify", str(out)])
+    assert r.exit_code == 0, r.output
+    after = arrays(out)
+    assert sorted(after) == sorted(before)
+    for i, (frames, mfcc) in before.items():                # all bit-identical, the re-decoded too
+        assert np.array_equal(after[i][0], frames) and np.array_equal(after[i][1], mfcc), i
+    assert json.loads((out / fmt.INDEX).read_text())["run"] == {"complete": True, "expected": GOOD}
+    r = preprocess(good, out)
+    assert "nothing to decode: the output is complete" in r.output and "damaged" not in r.output
