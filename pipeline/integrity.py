@@ -32,18 +32,22 @@ def shard_problem(f, format_version: int) -> str | None:
         if fmt.VIDEOS_GROUP not in f:
             return f"group /{fmt.VIDEOS_GROUP} is missing"
     except Exception as e:
-        return _reason(e)
+        return read_error(e)
     return None
 
 
-def entry_problem(f, rec: dict, codec: str) -> str | None:
-    """Metadata of the video `rec` (an index.json record) in the open shard `f`."""
+def entry_problem(f, rec: dict, codec: str, videos=None) -> str | None:
+    """Metadata of the video `rec` (an index.json record) in the open shard `f`. `videos`: the
+    shard's `video_groups(f)`, listed once per shard (every HDF5 lookup costs, so links and
+    attributes are listed once per group rather than looked up one by one)."""
     try:
-        key = fmt.video_key(rec["id"])
-        if key not in f:
+        group, names = videos if videos is not None else video_groups(f)
+        name = fmt.video_key(rec["id"]).split("/", 1)[1]
+        if name not in names:
             return "its group is missing"
-        g = f[key]
-        missing = [a for a in GROUP_ATTRS if a not in g.attrs]
+        g = group[name]
+        attrs = set(g.attrs.keys())
+        missing = [a for a in GROUP_ATTRS if a not in attrs]
         if missing:
             return f"attribute {', '.join(missing)} missing"
         if str(g.attrs["id"]) != rec["id"]:
@@ -54,24 +58,33 @@ def entry_problem(f, rec: dict, codec: str) -> str | None:
         else:
             want = {fmt.FRAMES: (np.uint8, tuple(rec["frames_shape"]))}
         want[fmt.MFCC] = (np.float32, tuple(rec["mfcc_shape"]))
-        for name, (dtype, shape) in want.items():
-            if name not in g:
-                return f"dataset {name} is missing"
-            ds = g[name]
+        present = set(g.keys())
+        summed = []
+        for dname, (dtype, shape) in want.items():
+            if dname not in present:
+                return f"dataset {dname} is missing"
+            ds = g[dname]
             if ds.dtype != dtype:
-                return f"dataset {name} has dtype {ds.dtype}, expected {np.dtype(dtype)}"
+                return f"dataset {dname} has dtype {ds.dtype}, expected {np.dtype(dtype)}"
             if shape is not None and ds.shape != shape:
-                return f"dataset {name} has shape {list(ds.shape)}, expected {list(shape)}"
-            if name == fmt.JPEG and ds.ndim != 1:
-                return f"dataset {name} has shape {list(ds.shape)}, expected one dimension"
+                return f"dataset {dname} has shape {list(ds.shape)}, expected {list(shape)}"
+            if dname == fmt.JPEG and ds.ndim != 1:
+                return f"dataset {dname} has shape {list(ds.shape)}, expected one dimension"
+            if fmt.CHECKSUM in ds.attrs.keys():
+                summed.append(dname)
         # outputs made before checksums have none; a video with some but not all lost one
-        summed = [n for n in want if fmt.CHECKSUM in g[n].attrs]
         if summed and len(summed) != len(want):
             lost = sorted(set(want) - set(summed))
             return f"the {fmt.CHECKSUM} attribute of {', '.join(lost)} is missing"
     except Exception as e:
-        return _reason(e)
+        return read_error(e)
     return None
+
+
+def video_groups(f):
+    """(the shard's /videos group, the set of its members' names), for `entry_problem`."""
+    group = f[fmt.VIDEOS_GROUP]
+    return group, set(group.keys())
 
 
 def data_problem(f, rec: dict) -> str | None:
@@ -79,10 +92,10 @@ def data_problem(f, rec: dict) -> str | None:
     try:
         bad = fmt.checksum_problems(f[fmt.video_key(rec["id"])])
     except Exception as e:
-        return _reason(e)
+        return read_error(e)
     return f"{bad[0]} does not match its checksum" if bad else None
 
 
-def _reason(e: Exception) -> str:
+def read_error(e: Exception) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"cannot be read ({type(e).__name__}{': ' + text if text else ''})"

@@ -327,6 +327,7 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
             writer.close()
             writer.header["run"] = {"complete": True, "expected": len(selected)}
             writer.write_index()
+            writer.remove_orphans()   # after the index: a damaged shard's videos stored again
         except BaseException:
             try:
                 writer.abandon()   # journal + partial stay: the same command resumes

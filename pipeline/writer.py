@@ -12,7 +12,9 @@ Recovery (`open`, after a kill -9): videos journaled in a shard that was already
 added to the index; videos journaled in a leftover .partial are copied into a fresh .partial
 (the old file is first renamed .salvage, so a crash during the copy loses nothing) and are not
 decoded again; a group that cannot be read back (or a .partial that does not open) is dropped
-and its video is decoded again by the run.
+and its video is decoded again by the run. The listed videos an existing output keeps are
+checked too (`open(verify=...)`, pipeline/integrity.py): a damaged entry is dropped from the
+index and decoded again into a new shard; the old shard is not modified.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ class ShardWriter:
         self.verified_bytes = 0               # ... the size of their shards
         self.verify_seconds = 0.0
         self._verify = True
-        self._orphans: list[Path] = []        # shards whose every listed video is damaged
+        self._orphans: dict[Path, list[str]] = {}   # shard whose every listed video is damaged
 
     # ---- state ----
     @property
@@ -126,8 +128,6 @@ class ShardWriter:
             else:
                 to_salvage.append(rec)
         self.write_index()                    # failures and renamed shards from the journal
-        for path in self._orphans:            # no longer listed: nothing there is used
-            path.unlink(missing_ok=True)
         self._salvage(h5py, to_salvage)
         current = self._shard + fmt.PARTIAL_SUFFIX if self._file is not None else None
         for p in [*self.out.glob("shard-*" + fmt.PARTIAL_SUFFIX),
@@ -142,7 +142,7 @@ class ShardWriter:
         entry is damaged (`damaged`: metadata, or with `verify` their bytes against the recorded
         checksums), so the run decodes them again. A shard that does not open is removed (nothing
         in it reads); one whose every listed video is damaged is removed once the index no
-        longer lists it (`_orphans`, see open)."""
+        longer lists it and all of them are stored again (`remove_orphans`)."""
         import logging
         import time
         from tqdm import tqdm
@@ -163,8 +163,9 @@ class ShardWriter:
             try:
                 with h5py.File(path, "r") as f:
                     bad = {}
+                    videos = self._video_groups(f)
                     for r in recs:
-                        problem = self._problem(h5py, f, r, verify)
+                        problem = self._problem(h5py, f, r, verify, videos)
                         if problem:
                             bad[r["id"]] = problem
                         if verify:
@@ -178,7 +179,7 @@ class ShardWriter:
                 continue
             self._drop([r for r in recs if r["id"] in bad], bad)
             if len(bad) == len(recs):
-                self._orphans.append(path)
+                self._orphans[path] = [r["id"] for r in recs]
         bar.close()
         if verify:
             self.verified_bytes, self.verify_seconds = total, time.perf_counter() - t0
@@ -198,13 +199,21 @@ class ShardWriter:
         except Exception:
             return 0
 
-    def _problem(self, h5py, f, rec: dict, verify: bool) -> str | None:
+    @staticmethod
+    def _video_groups(f):
+        from pipeline import integrity
+        try:
+            return integrity.video_groups(f)
+        except Exception:   # shard_problem says why
+            return None
+
+    def _problem(self, h5py, f, rec: dict, verify: bool, videos=None) -> str | None:
         """Why the video's entry in the open shard `f` is not sound (None: it is): shard or
         entry metadata (pipeline/integrity.py), its last bytes (a truncated file fails there),
         and with `verify` every byte against its checksum."""
         from pipeline import integrity
         problem = (integrity.shard_problem(f, FORMAT_VERSION)
-                   or integrity.entry_problem(f, rec, self.params.codec))
+                   or integrity.entry_problem(f, rec, self.params.codec, videos))
         if problem:
             return problem
         try:
@@ -213,7 +222,7 @@ class ShardWriter:
                 if ds.size:
                     ds[(-1,) * ds.ndim]
         except Exception as e:
-            return integrity._reason(e)
+            return integrity.read_error(e)
         return integrity.data_problem(f, rec) if verify else None
 
     def _readable(self, h5py, path: Path, rec: dict, f=None) -> bool:
@@ -391,6 +400,16 @@ class ShardWriter:
         self.finish_shard()
         self.write_index()
         self._write_journal()
+
+    def remove_orphans(self):
+        """After the run: remove the shards that no listed video uses any more because every
+        video they held was damaged and is now stored again elsewhere (one that could not be
+        decoded again keeps its old shard)."""
+        for path, ids in self._orphans.items():
+            listed = {r.get("shard") for r in self.records.values()}
+            if path.name not in listed and all(
+                    self.records.get(i, {}).get("status") == fmt.OK for i in ids):
+                path.unlink(missing_ok=True)
 
     # a run interrupted by an exception leaves the journal and the partial for the next run
     def abandon(self):
