@@ -549,7 +549,8 @@ def train(ctx, config_file, gpus, **values):
     \b
     Demo:  vaanet preprocess --dataset demo && vaanet train
     
-    Exit status: 0 done, 2 usage error (options, data, a --resume that changes the run,
+    Exit status: 0 done, 2 usage error (options, data: unfinished, or a damaged shard entry,
+    named, which the same `vaanet preprocess` command repairs; a --resume that changes the run,
     not one optimisation step), 3 disk full (last.pt of the previous epoch is intact:
     free space, then the same command with --resume), 1 a bug (traceback).
     """
