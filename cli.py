@@ -140,10 +140,14 @@ def _param_option(name, help):
 @click.option("--prune-missing", is_flag=True,
               help="Remove from the index the videos whose source file no longer exists "
                    "(otherwise they are kept and reported).")
+@click.option("--no-verify", is_flag=True,
+              help="On an existing output, skip reading every stored video back against its "
+                   "checksums (for huge outputs; damage only the checksums reveal then stays "
+                   "until a run without it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, limit, shard_size_mb,
                seed, overwrite, retry_failed, quiet, profile, mfcc_recipe, prune_missing,
-               **overrides):
+               no_verify, **overrides):
     """Decode every video once into HDF5 shards that `vaanet train` streams.
 
     \b
@@ -182,8 +186,10 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
     130 interrupted (Ctrl-C; rerun the same command).
 
     \b
-    A rerun also repairs: videos of a missing or unreadable shard and videos whose source file
-    changed (size/mtime, then SHA-1) are decoded again; videos whose source is gone are
+    A rerun also repairs: it reads every stored video back against its checksums (a progress
+    bar; --no-verify skips that) and decodes again the videos whose data or shard metadata is
+    damaged, whose shard is missing or unreadable, and whose source file changed (size/mtime,
+    then SHA-1); videos whose source is gone are
     reported (--prune-missing removes them). index.json records whether the run finished
     (`vaanet inspect` shows "unfinished"; train/evaluate/ablate refuse it without
     --allow-incomplete).
@@ -217,6 +223,7 @@ def preprocess(dataset, root, out, split_file, polarity_file, jobs, backend, lim
                             split_file=split_file, polarity_file=polarity_file, jobs=jobs,
                             backend=backend, limit=limit, seed=seed, overwrite=overwrite,
                             retry_failed=retry_failed, prune_missing=prune_missing,
+                            verify=not no_verify,
                             progress=not (quiet or _quiet()),
                             echo=click.echo)
         except ValueError as e:
@@ -542,7 +549,8 @@ def train(ctx, config_file, gpus, **values):
     \b
     Demo:  vaanet preprocess --dataset demo && vaanet train
     
-    Exit status: 0 done, 2 usage error (options, data, a --resume that changes the run,
+    Exit status: 0 done, 2 usage error (options, data: unfinished, or a damaged shard entry,
+    named, which the same `vaanet preprocess` command repairs; a --resume that changes the run,
     not one optimisation step), 3 disk full (last.pt of the previous epoch is intact:
     free space, then the same command with --resume), 1 a bug (traceback).
     """

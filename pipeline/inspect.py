@@ -118,8 +118,16 @@ def verify(root, progress: bool = False) -> list[str]:
                         problems.append(f"{name}: parameters differ from index.json")
             except Exception as e:
                 problems.append(f"{name}: cannot be opened: {e}")
+        # the metadata checks train/evaluate/ablate run (shapes and dtypes: _check says them)
+        entry = {vid: why for _, vid, why in r.damaged_entries()
+                 if " has shape " not in why and " has dtype " not in why}
         for vid in tqdm(r.ids, unit="video", desc="verify", disable=not progress):
             m = r.meta(vid)
+            why = entry.get(vid)
+            if why:
+                problems.append(f"{vid}: its entry in {m['shard']} is damaged: {why}")
+                if why.endswith(" is missing") or why.startswith("cannot be read"):
+                    continue   # nothing more reads
             try:   # the stored bytes first: damage there explains any decoding error after it
                 damaged = fmt.checksum_problems(r._group(vid))
             except Exception as e:

@@ -79,6 +79,11 @@ class RunResult:
     changed: list = field(default_factory=list)   # ids whose source file changed: decoded again
     gone: list = field(default_factory=list)      # ids whose source file disappeared
     pruned: bool = False                          # ... and were removed (--prune-missing)
+    damaged: dict = field(default_factory=dict)   # id -> why its stored entry is damaged
+    verify: bool = True                           # False: --no-verify skipped the checksums
+    verified: int = 0                             # stored videos checked against checksums
+    verified_bytes: int = 0
+    verify_seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -261,7 +266,8 @@ def run(dataset: str, root, out, params: PreprocessParams, **kw) -> RunResult:
 
 def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
          polarity_file=None, jobs=None, backend=None, limit=None, seed=None, overwrite=False,
-         retry_failed=False, prune_missing=False, progress=True, echo=print) -> RunResult:
+         retry_failed=False, prune_missing=False, verify=True, progress=True,
+         echo=print) -> RunResult:
     # the run's steps in their order (definition, output check, repair, decode loop, summary), kept in one place so the commit order of shards and journal reads as it happens
     from tqdm import tqdm
     from pipeline.writer import ShardWriter
@@ -289,7 +295,7 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         # a new output's first index.json already says "not complete" (open() keeps an existing
         # output's record until the decoding starts)
         writer.header["run"] = {"complete": False, "expected": len(selected)}
-        writer.open()
+        writer.open(verify=verify, progress=progress)   # an existing output: check what it keeps
         if retry_failed:
             writer.forget_failures({v.id for v in selected})
         from pipeline import sources
@@ -304,7 +310,9 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
         res = RunResult(out, scanned=len(videos), selected=len(selected),
                         already_done=len(selected) - len(todo), salvaged=writer.salvaged,
                         repaired=len(writer.repaired), changed=changed, gone=gone,
-                        pruned=prune_missing)
+                        pruned=prune_missing, damaged=dict(writer.damaged), verify=verify,
+                        verified=writer.verified, verified_bytes=writer.verified_bytes,
+                        verify_seconds=writer.verify_seconds)
         # the completion record: cleared before any decoding, set only once every selected video
         # is committed, so a killed run reads as unfinished (inspect shows it, train refuses it);
         # a rerun with nothing to do rewrites nothing
@@ -319,6 +327,7 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
             writer.close()
             writer.header["run"] = {"complete": True, "expected": len(selected)}
             writer.write_index()
+            writer.remove_orphans()   # after the index: a damaged shard's videos stored again
         except BaseException:
             try:
                 writer.abandon()   # journal + partial stay: the same command resumes
@@ -387,6 +396,16 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
     if res.repaired:
         lines.append(f"  repaired: {res.repaired} listed videos whose shard was missing or "
                      "unreadable are decoded again")
+    if res.verified:
+        lines.append(f"  verified: {res.verified} stored videos ({human_bytes(res.verified_bytes)}"
+                     f" of shards) against their checksums in {res.verify_seconds:.1f} s")
+    elif not res.verify and res.already_done:
+        lines.append("  verification skipped (--no-verify): the stored videos' checksums were "
+                     "not checked")
+    if res.damaged:
+        named = [f"{i} ({why})" for i, why in sorted(res.damaged.items())[:5]]
+        lines.append(f"  damaged: {len(res.damaged)} stored videos decoded again: "
+                     + "; ".join(named) + ("; ..." if len(res.damaged) > 5 else ""))
     if res.decoded:
         per = res.seconds / res.decoded
         workers = "dask workers" if is_dask(backend) else f"jobs {jobs or default_jobs()}"
@@ -397,8 +416,10 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
             lines.append(f"    failed: {vid}: {reason}")
         if len(res.failed_now) > 10:
             lines.append(f"    ... and {len(res.failed_now) - 10} more")
-    else:
+    elif res.verify:
         lines.append("  nothing to decode: the output is complete")
+    else:
+        lines.append("  nothing to decode: every video is stored (its data not verified)")
     lines.append(f"  output {res.out}: {res.ok_total} ok, {res.failed_total} failed, "
                  f"{res.shards} shards, {human_bytes(res.bytes_on_disk)}")
     if res.failed_total:

@@ -65,6 +65,30 @@ class ShardReader:
             raise ValueError(f"part must be 'train' or 'test', got {part!r}")
         return [i for i in self.ids if self.records[i]["splits"].get(split) == part]
 
+    def damaged_entries(self, ids=None) -> list[tuple[str, str, str]]:
+        """(shard, video id, why) for every listed video (or `ids`) whose shard is missing, does
+        not open, or whose entry's metadata is damaged (pipeline/integrity.py: groups, datasets,
+        attributes, dtypes, shapes; no array data is read). Empty: every entry reads."""
+        import h5py
+        from pipeline import integrity
+        by_shard: dict[str, list[dict]] = {}
+        for i in self.ids if ids is None else ids:
+            rec = self.records[i]
+            by_shard.setdefault(rec["shard"], []).append(rec)
+        bad = []
+        for shard, recs in sorted(by_shard.items()):
+            try:
+                with h5py.File(self.root / shard, "r") as f:
+                    problem = integrity.shard_problem(f, self.format_version)
+                    videos = None if problem else integrity.video_groups(f)
+                    for rec in recs:
+                        why = problem or integrity.entry_problem(f, rec, self.params.codec, videos)
+                        if why:
+                            bad.append((shard, rec["id"], why))
+            except Exception as e:   # missing, or does not open
+                bad += [(shard, rec["id"], integrity.read_error(e)) for rec in recs]
+        return bad
+
     # ---- arrays ----
     def _group(self, video_id: str):
         rec = self.meta(video_id)

@@ -12,7 +12,9 @@ Recovery (`open`, after a kill -9): videos journaled in a shard that was already
 added to the index; videos journaled in a leftover .partial are copied into a fresh .partial
 (the old file is first renamed .salvage, so a crash during the copy loses nothing) and are not
 decoded again; a group that cannot be read back (or a .partial that does not open) is dropped
-and its video is decoded again by the run.
+and its video is decoded again by the run. The listed videos an existing output keeps are
+checked too (`open(verify=...)`, pipeline/integrity.py): a damaged entry is dropped from the
+index and decoded again into a new shard; the old shard is not modified.
 """
 from __future__ import annotations
 
@@ -60,6 +62,12 @@ class ShardWriter:
         self.salvaged = 0                     # videos recovered from a partial shard at open()
         self.dropped = 0                      # journaled videos that could not be recovered
         self.repaired: list[str] = []         # listed ok videos whose shard was missing/unreadable
+        self.damaged: dict[str, str] = {}     # listed ok videos with a damaged entry -> why
+        self.verified = 0                     # stored videos checked against their checksums
+        self.verified_bytes = 0               # ... the size of their shards
+        self.verify_seconds = 0.0
+        self._verify = True
+        self._orphans: dict[Path, list[str]] = {}   # shard whose every listed video is damaged
 
     # ---- state ----
     @property
@@ -85,8 +93,12 @@ class ShardWriter:
         return max((fmt.shard_number(n) for n in names), default=-1) + 1
 
     # ---- open / recover ----
-    def open(self):
+    def open(self, verify: bool = True, progress: bool = False):
+        """Recover an existing output (see the module docstring) and check what it keeps:
+        metadata always, every stored byte against its checksum with `verify` (a new output
+        has nothing to check). `progress`: a tqdm bar over the bytes verified."""
         import h5py
+        self._verify = verify
         self.out.mkdir(parents=True, exist_ok=True)
         for tmp in self.out.glob("*.tmp"):   # leftovers of an interrupted atomic write
             tmp.unlink()
@@ -96,7 +108,7 @@ class ShardWriter:
             fmt.check_version(index.get("format_version"), str(index_path), write=True)
             self.records = {r["id"]: r for r in index["videos"]}
             self.header.update({k: index[k] for k in ("run",) if k in index})
-            self._drop_unreadable(h5py)
+            self._drop_unreadable(h5py, verify, progress)
         self.logs = {d["id"]: d for d in read_jsonl(self.out / fmt.FAILURES)}
         to_salvage = []
         for rec in read_jsonl(self.out / fmt.JOURNAL):
@@ -125,54 +137,100 @@ class ShardWriter:
         self._write_journal()
         return self
 
-    def _drop_unreadable(self, h5py):
-        """Forget listed videos whose shard is missing or does not read back, so the run
-        decodes them again (a shard that does not open at all is removed: nothing in it reads)."""
+    def _drop_unreadable(self, h5py, verify: bool, progress: bool):
+        """Forget listed videos whose shard is missing or does not open (`repaired`) or whose
+        entry is damaged (`damaged`: metadata, or with `verify` their bytes against the recorded
+        checksums), so the run decodes them again. A shard that does not open is removed (nothing
+        in it reads); one whose every listed video is damaged is removed once the index no
+        longer lists it and all of them are stored again (`remove_orphans`)."""
         import logging
+        import time
+        from tqdm import tqdm
         by_shard: dict[str, list[dict]] = {}
         for rec in self.records.values():
             if rec["status"] == fmt.OK:
                 by_shard.setdefault(rec["shard"], []).append(rec)
+        paths = [self.out / s for s in by_shard if (self.out / s).exists()]
+        total = sum(p.stat().st_size for p in paths) if verify else 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="verify", dynamic_ncols=True,
+                   disable=not (verify and progress))
         for shard, recs in sorted(by_shard.items()):
             path = self.out / shard
-            bad = recs
-            if path.exists():
-                try:
-                    with h5py.File(path, "r") as f:
-                        bad = [r for r in recs if not self._readable(h5py, path, r, f=f)]
-                except Exception:
-                    logging.getLogger(__name__).warning("%s does not open: removed, its %d "
-                                                        "videos are decoded again", path, len(recs))
-                    path.unlink()
-            for r in bad:
-                del self.records[r["id"]]
+            if not path.exists():
+                self._drop(recs, None)
+                continue
+            try:
+                with h5py.File(path, "r") as f:
+                    bad = {}
+                    videos = self._video_groups(f)
+                    for r in recs:
+                        problem = self._problem(h5py, f, r, verify, videos)
+                        if problem:
+                            bad[r["id"]] = problem
+                        if verify:
+                            self.verified += 1
+                            bar.update(self._nbytes(f, r))
+            except Exception:
+                logging.getLogger(__name__).warning("%s does not open: removed, its %d "
+                                                    "videos are decoded again", path, len(recs))
+                path.unlink()
+                self._drop(recs, None)
+                continue
+            self._drop([r for r in recs if r["id"] in bad], bad)
+            if len(bad) == len(recs):
+                self._orphans[path] = [r["id"] for r in recs]
+        bar.close()
+        if verify:
+            self.verified_bytes, self.verify_seconds = total, time.perf_counter() - t0
+
+    def _drop(self, recs: list[dict], problems: dict | None):
+        for r in recs:
+            del self.records[r["id"]]
+            if problems is None:
                 self.repaired.append(r["id"])
+            else:
+                self.damaged[r["id"]] = problems[r["id"]]
 
     @staticmethod
-    def _readable(h5py, path: Path, rec: dict, f=None) -> bool:
+    def _nbytes(f, rec: dict) -> int:
         try:
-            own = f is None
-            f = h5py.File(path, "r") if own else f
-            try:
-                g = f[fmt.video_key(rec["id"])]
-                mfcc = g[fmt.MFCC]
-                if fmt.JPEG in g:
-                    frames, offsets = g[fmt.JPEG], g[fmt.JPEG_OFFSETS][()]
-                    ok = (len(offsets) == int(np.prod(rec["frames_shape"][:3])) + 1
-                          and offsets[-1] == frames.shape[0])
-                else:
-                    frames = g[fmt.FRAMES]
-                    ok = list(frames.shape) == rec["frames_shape"]
-                ok = ok and list(mfcc.shape) == rec["mfcc_shape"]
-                # read the last bytes: a truncated file fails here
-                if frames.size:
-                    frames[(-1,) * frames.ndim]
-                if mfcc.shape[0]:
-                    mfcc[-1]
-                return ok
-            finally:
-                if own:
-                    f.close()
+            return fmt.stored_nbytes(f[fmt.video_key(rec["id"])])
+        except Exception:
+            return 0
+
+    @staticmethod
+    def _video_groups(f):
+        from pipeline import integrity
+        try:
+            return integrity.video_groups(f)
+        except Exception:   # shard_problem says why
+            return None
+
+    def _problem(self, h5py, f, rec: dict, verify: bool, videos=None) -> str | None:
+        """Why the video's entry in the open shard `f` is not sound (None: it is): shard or
+        entry metadata (pipeline/integrity.py), its last bytes (a truncated file fails there),
+        and with `verify` every byte against its checksum."""
+        from pipeline import integrity
+        problem = (integrity.shard_problem(f, FORMAT_VERSION)
+                   or integrity.entry_problem(f, rec, self.params.codec, videos))
+        if problem:
+            return problem
+        try:
+            g = f[fmt.video_key(rec["id"])]
+            for ds in (fmt.frames_dataset(g), g[fmt.MFCC]):
+                if ds.size:
+                    ds[(-1,) * ds.ndim]
+        except Exception as e:
+            return integrity.read_error(e)
+        return integrity.data_problem(f, rec) if verify else None
+
+    def _readable(self, h5py, path: Path, rec: dict, f=None) -> bool:
+        try:
+            if f is not None:
+                return self._problem(h5py, f, rec, self._verify) is None
+            with h5py.File(path, "r") as f:
+                return self._problem(h5py, f, rec, self._verify) is None
         except Exception:
             return False
 
@@ -342,6 +400,16 @@ class ShardWriter:
         self.finish_shard()
         self.write_index()
         self._write_journal()
+
+    def remove_orphans(self):
+        """After the run: remove the shards that no listed video uses any more because every
+        video they held was damaged and is now stored again elsewhere (one that could not be
+        decoded again keeps its old shard)."""
+        for path, ids in self._orphans.items():
+            listed = {r.get("shard") for r in self.records.values()}
+            if path.name not in listed and all(
+                    self.records.get(i, {}).get("status") == fmt.OK for i in ids):
+                path.unlink(missing_ok=True)
 
     # a run interrupted by an exception leaves the journal and the partial for the next run
     def abandon(self):

@@ -238,3 +238,130 @@ def test_full_disk_during_preprocess(good, tmp_path, monkeypatch):
     assert "already done: 3" in r.output and f"decoded now: {GOOD - 3}" in r.output
     keys = shard_keys(out)
     assert len(keys) == len(set(keys)) == GOOD
+
+
+def invert_bytes(out, vid, codec="raw", n=400):
+    """Flip n bytes of a video's frames inside its shard (the file still opens); the shard."""
+    import h5py
+    shard = out / ShardReader(out).meta(vid)["shard"]
+    with h5py.File(shard, "r") as f:
+        ds = f[fmt.video_key(vid)][fmt.JPEG if codec == "jpeg" else fmt.FRAMES]
+        offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    assert offset is not None and size > n + 50            # contiguous: damage it in place
+    data = bytearray(shard.read_bytes())
+    data[offset + 50:offset + 50 + n] = bytes(255 - b for b in data[offset + 50:offset + 50 + n])
+    shard.write_bytes(bytes(data))
+    return shard
+
+
+def arrays(out):
+    """Every listed video's stored arrays, as the reader returns them."""
+    reader = ShardReader(out)
+    return {i: (reader.frames(i), reader.mfcc(i)) for i in reader.ids}
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+def test_rerun_decodes_videos_whose_data_fails_the_checksum(good, tmp_path, codec):
+    import numpy as np
+    out = tmp_path / "out"
+    run = lambda *extra: preprocess(good, out, "--codec", codec, *extra)  # noqa: E731
+    r = run()
+    assert r.exit_code == 0 and "verif" not in r.output    # a first run checks nothing
+    vid = "joy/joy_01"
+    before = arrays(out)
+    shard = invert_bytes(out, vid, codec)
+
+    r = run("--no-verify")   # leaves it, and says so
+    assert r.exit_code == 0, r.output
+    assert "verification skipped (--no-verify)" in r.output
+    assert "the output is complete" not in r.output and "decoded now" not in r.output
+    assert CliRunner().invoke(main, ["inspect", "--verify", str(out)]).exit_code == 1
+
+    r = run()                               # the same command repairs it
+    assert r.exit_code == 0, r.output
+    assert f"verified: {GOOD} stored videos" in r.output
+    name = fmt.JPEG if codec == "jpeg" else fmt.FRAMES
+    assert f"damaged: 1 stored videos decoded again: {vid} ({name} does not match its " \
+           "checksum)" in r.output
+    assert "decoded now: 1 " in r.output and "the output is complete" not in r.output
+    reader = ShardReader(out)
+    assert reader.meta(vid)["shard"] != shard.name          # the new copy, in a new shard
+    r = CliRunner().invoke(main, ["inspect", "--verify", str(out)])
+    assert r.exit_code == 0, r.output
+    after = arrays(out)
+    assert sorted(after) == sorted(before)
+    for i, (frames, mfcc) in before.items():                # all bit-identical, the re-decoded too
+        assert np.array_equal(after[i][0], frames) and np.array_equal(after[i][1], mfcc), i
+    assert json.loads((out / fmt.INDEX).read_text())["run"] == {"complete": True, "expected": GOOD}
+    r = run()
+    assert "nothing to decode: the output is complete" in r.output and "damaged" not in r.output
+
+    reader = ShardReader(out)                               # every video of one shard damaged
+    shard = reader.meta("anger/anger_00")["shard"]
+    ids = [i for i in reader.ids if reader.meta(i)["shard"] == shard]
+    for i in ids:
+        invert_bytes(out, i, codec)
+    r = run()
+    assert r.exit_code == 0 and f"damaged: {len(ids)} stored videos" in r.output, r.output
+    assert not (out / shard).exists()                       # its videos are stored again
+    assert CliRunner().invoke(main, ["inspect", "--verify", str(out)]).exit_code == 0
+
+
+def test_damaged_metadata_is_refused_before_the_run_folder_and_repaired(good, tmp_path,
+                                                                        monkeypatch):
+    import h5py
+    out = tmp_path / "out"
+    assert preprocess(good, out).exit_code == 0
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "model": {"segments": 2, "frames": 4, "crop": 32, "audio_segments": 2, "audio_len": 16,
+                  "visual_channels": 32, "audio_channels": 16},
+        "epochs": 1, "batch_size": 2, "workers": 0, "val_fraction": 0, "freeze_visual": True}))
+    train = ["train", "--data", str(out), "--preset", "demo", "--config", str(config),
+             "--device", "cpu"]
+    reader = ShardReader(out)
+    vid = reader.split_ids(reader.splits[0], "train")[0]
+    shard = out / reader.meta(vid)["shard"]
+    with h5py.File(shard, "r+") as f:
+        del f[fmt.video_key(vid)][fmt.MFCC]
+
+    run = tmp_path / "run"
+    for cmd in (train + ["--out", str(run)], ["ablate", "--attn", "VS", *train[1:], "--out", str(run)]):
+        r = CliRunner().invoke(main, cmd)
+        assert r.exit_code == 2, r.output
+        assert (f"{shard}: the entry of video {vid!r} is damaged (dataset mfcc is missing); run "
+                "the same `vaanet preprocess` command again") in r.output
+        assert "Traceback" not in r.output and not run.exists()
+
+    r = preprocess(good, out)                                # the remedy it names
+    assert r.exit_code == 0, r.output
+    assert f"damaged: 1 stored videos decoded again: {vid} (dataset mfcc is missing)" in r.output
+    assert CliRunner().invoke(main, ["inspect", "--verify", str(out)]).exit_code == 0
+    r = CliRunner().invoke(main, train + ["--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert (run / "last.pt").is_file() and (run / "results.md").is_file()
+
+    other = ShardReader(out).split_ids(reader.splits[0], "test")[0]   # an attribute, for evaluate
+    with h5py.File(out / ShardReader(out).meta(other)["shard"], "r+") as f:
+        del f[fmt.video_key(other)].attrs["has_audio"]
+    r = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--device", "cpu"])
+    assert r.exit_code == 2 and f"the entry of video {other!r} is damaged (attribute has_audio " \
+        "missing)" in r.output, r.output
+    r = CliRunner().invoke(main, ["inspect", "--verify", str(out)])
+    assert r.exit_code == 1 and f"problem: {other}: its entry in " in r.output \
+        and "is damaged: attribute has_audio missing" in r.output, r.output
+    assert preprocess(good, out).exit_code == 0
+    assert CliRunner().invoke(main, ["evaluate", "--run", str(run), "--device", "cpu",
+                                     "--workers", "0"]).exit_code == 0
+
+    # a failure after config.json is written removes the folder this run made, and only that
+    import trainer.loader
+
+    def broken(*a, **k):
+        raise RuntimeError("no loader")
+    monkeypatch.setattr(trainer.loader, "make_loader", broken)
+    r = CliRunner().invoke(main, train + ["--out", str(tmp_path / "new" / "run")])
+    assert isinstance(r.exception, RuntimeError) and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    r = CliRunner().invoke(main, train + ["--out", str(tmp_path / "mine")])
+    assert isinstance(r.exception, RuntimeError) and (tmp_path / "mine").is_dir()

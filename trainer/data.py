@@ -46,6 +46,13 @@ def open_data(path, allow_incomplete: bool | None = None):
         raise RunError(f"{path}: {len(missing)} of {len(shards)} shard files listed in index.json are "
                          f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
                          "run `vaanet preprocess` again with the same --out to complete them")
+    damaged = reader.damaged_entries()
+    if damaged:
+        shard, vid, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more videos)" if len(damaged) > 1 else ""
+        raise RunError(f"{path / shard}: the entry of video {vid!r} is damaged ({why}){more}; "
+                       "run the same `vaanet preprocess` command again, which decodes the "
+                       "damaged videos again")
     state = reader.run_state
     if state is not None and not state.get("complete", True):
         n_missing = max(0, int(state.get("expected", 0)) - len(reader.records))

@@ -57,8 +57,8 @@ def sample_error(reader, vid: str, e: Exception) -> SampleError:
     return SampleError(
         f"cannot read video {vid!r} from {root / str(rec.get('shard'))} ({type(e).__name__}: "
         f"{e}): the shard is missing or damaged; run `vaanet inspect --verify {root}` to list "
-        "the damaged videos, then the same `vaanet preprocess` command again (a missing or "
-        "unreadable shard is decoded again; for damage only --verify finds, add --overwrite)")
+        "the damaged videos, then the same `vaanet preprocess` command again (it decodes the "
+        "videos of a missing or unreadable shard and the damaged ones again)")
 
 
 def _cfg(cfg, name, default=None):

@@ -132,6 +132,37 @@ def brief(r: dict) -> dict:
 
 
 def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
+    """`_train`; a run that fails before it has saved a checkpoint leaves no folder of its own."""
+    run_dir = Path(cfg.out).absolute()
+    made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]   # by this run, if any
+    try:
+        return _train(cfg, quiet)
+    except BaseException:
+        if made and distributed.rank() == 0:
+            discard_unused_run_dir(run_dir, made)
+        raise
+
+
+# what setup writes into RUN_DIR before the first checkpoint: nothing worth keeping on its own
+SETUP_ONLY = {"config.json", "metrics.jsonl", "tensorboard"}
+
+
+def discard_unused_run_dir(run_dir: Path, made: list[Path]) -> None:
+    """Remove a RUN_DIR this run created (`made`: it and the parents it created) when it holds
+    only what setup wrote (a run that failed before its first checkpoint would otherwise leave
+    a folder holding only config.json), then those parents left empty; a folder with anything
+    else in it, or one that existed before, is left as it is."""
+    import shutil
+    try:
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= SETUP_ONLY:
+            shutil.rmtree(run_dir)
+            for d in made[1:]:
+                d.rmdir()   # OSError when not empty: stop there
+    except OSError:   # the original error matters more
+        pass
+
+
+def _train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     """Train one run on one split, then test its best and last models; returns the test results
     (also written to RUN_DIR). Messages go through logging (the caller configures it); `quiet`
     turns the progress bars off."""
