@@ -148,7 +148,7 @@ class ClipDataset(Dataset):
         meta = self.reader.meta(vid)
         rng = self.rng(index, epoch)
         try:
-            visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng, epoch, index)))
+            visual = (torch.from_numpy(np.array(self._visual(vid, meta, rng, epoch, index)))  # off the scratch buffer
                       if self.use_visual else torch.zeros(0, dtype=torch.uint8))
             audio = torch.from_numpy(self._audio(vid, meta)) if self.use_audio else torch.zeros(0)
         except Exception as e:
@@ -189,9 +189,21 @@ class ClipDataset(Dataset):
                                            self.seed if rng is not None else None, epoch, index)
         starts = sampling.frame_starts(n_frames, self.frames, self.segments, rng)
         y, x = sampling.crop_origin(height, width, self.crop, rng)
-        clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames)
+        clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames,
+                                out=self._scratch((len(self.segment_idx), self.frames, height, width, 3)))
         c = self.crop
         return clip[:, :, y:y + c, x:x + c]
+
+    def _scratch(self, shape) -> np.ndarray:
+        """A buffer for whole decoded frames, reused from sample to sample in this process (the
+        crop is copied out at once): a fresh 10 MB array per sample would cost its page faults
+        every time. One per frame size."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        if shape not in buffers:
+            if len(buffers) >= 4:    # videos of many aspect ratios: keep memory bounded
+                buffers.clear()
+            buffers[shape] = np.empty(shape, np.uint8)
+        return buffers[shape]
 
     def _audio(self, vid, meta) -> np.ndarray:
         shape = (self.audio_segments, self.audio_len, self.n_mfcc)
