@@ -76,7 +76,8 @@ class ClipDataset(Dataset):
     int64); `__getitems__` builds a whole batch of them at once. Train: per segment a snippet of
     the S stored ones drawn anew every epoch (sampling.snippet_choice) and a random k-frame
     window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
-    (S // 2), the centred window, the centre crop. A stream the config switches off comes back as an empty tensor
+    (S // 2), the centred window, the centre crop (on shards of the official profile placed by
+    the authors' rounding, sampling.CENTRE_RULES). A stream the config switches off comes back as an empty tensor
     (and is not read).
     """
 
@@ -104,6 +105,8 @@ class ClipDataset(Dataset):
         self.frames = int(_cfg(cfg, "frames"))
         self.crop = int(_cfg(cfg, "crop"))
         self.stored_segments = int(params.segments)
+        # the official profile's frames are cut where the authors' evaluation cuts them
+        self.centre = "round" if getattr(params, "profile", "paper") == "official" else "floor"
         self.segment_idx = sampling.segment_indices(self.stored_segments, self.segments)
         if self.use_visual:
             if self.frames > params.frames:
@@ -188,7 +191,7 @@ class ClipDataset(Dataset):
         snippets = sampling.snippet_choice(n_snip, self.segments,
                                            self.seed if rng is not None else None, epoch, index)
         starts = sampling.frame_starts(n_frames, self.frames, self.segments, rng)
-        y, x = sampling.crop_origin(height, width, self.crop, rng)
+        y, x = sampling.crop_origin(height, width, self.crop, rng, self.centre)
         clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames,
                                 out=self._scratch((len(self.segment_idx), self.frames, height, width, 3)))
         c = self.crop
