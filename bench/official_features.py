@@ -42,6 +42,7 @@ from pipeline.official_audio import KAISER_BEST, resample  # noqa: E402
 from pipeline.params import official_params  # noqa: E402
 from pipeline.probe import probe  # noqa: E402
 from pipeline.video import decode_snippets, plan_snippets  # noqa: E402
+from trainer.sampling import crop_origin  # noqa: E402
 
 EDGE = 4  # frames left out at both ends (padding and filter edges)
 
@@ -179,10 +180,12 @@ def main():
         theirs = authors_frames(video, tmp, plan_snippets(len(list_frames(p)), params)[0])
         print(f"frames: the network's 112 x 112 input (evaluation: centre crop) against the "
               f"authors' (their JPEGs, PIL bilinear resize, centre crop), {theirs.shape}:")
-        x0 = (ex.frames.shape[4] - 112) // 2
-        for name, frames, x in (("official profile (JPEG at 240)", ex.frames[0], x0),
-                                ("official profile, crop 1 px right (their rounding)", ex.frames[0], x0 + 1),
-                                ("straight from the source (paper profile's decode)", direct[0], x0)):
+        h, w = ex.frames.shape[3:5]
+        x_round = crop_origin(h, w, 112, None, centre="round")[1]   # the loader's rule for these shards
+        x_floor = crop_origin(h, w, 112, None, centre="floor")[1]
+        for name, frames, x in (("official profile (JPEG at 240, the authors' crop rounding)", ex.frames[0], x_round),
+                                ("official profile, crop by the paper profile's rule (floor)", ex.frames[0], x_floor),
+                                ("straight from the source (paper profile's decode)", direct[0], x_floor)):
             frame_diff(name, frames[..., :, x:x + 112, :], theirs)
 
 

@@ -44,6 +44,7 @@ class ShardReader:
         # {"complete", "expected"} of the preprocess run; None in outputs made before the record
         self.run_state: dict | None = index.get("run")
         self._files: dict[str, object] = {}
+        self._arrays: dict[str, tuple] = {}
         self._pid = os.getpid()
 
     def __len__(self):
@@ -95,7 +96,7 @@ class ShardReader:
         if rec["status"] != fmt.OK:
             raise KeyError(f"video {video_id!r} failed preprocessing: {rec.get('reason')}")
         if os.getpid() != self._pid:          # a forked child: never touch the parent's handles
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._arrays, self._pid = {}, {}, os.getpid()
         f = self._files.get(rec["shard"])
         if f is None:
             import h5py
@@ -118,26 +119,54 @@ class ShardReader:
         first = (snippet % shape[0]) * per
         return self._decode(g, shape, first, first + per).reshape(shape[1:])
 
-    def clip(self, video_id: str, snippets, segments, starts, k: int) -> np.ndarray:
+    def _frame_arrays(self, video_id: str) -> tuple:
+        """(frames dataset, None, None) for raw frames, (None, JPEG dataset, offsets array) for
+        JPEG: looked up once per video and process. An HDF5 lookup by name costs about as much
+        as decoding a frame, and a training sample would otherwise make two per segment."""
+        got = self._arrays.get(video_id)
+        if got is None or os.getpid() != self._pid:
+            g = self._group(video_id)
+            got = ((g[fmt.FRAMES], None, None) if fmt.JPEG not in g
+                   else (None, g[fmt.JPEG], g[fmt.JPEG_OFFSETS][()]))
+            if len(self._arrays) >= self.CACHED_VIDEOS:   # bound the open HDF5 objects
+                self._arrays.clear()
+            self._arrays[video_id] = got
+        return got
+
+    # videos whose dataset handles (and JPEG offsets, 8 bytes a frame) a process keeps
+    CACHED_VIDEOS = 4096
+
+    def clip(self, video_id: str, snippets, segments, starts, k: int, out: np.ndarray | None = None
+             ) -> np.ndarray:
         """uint8 [len(segments), k, H, W, 3]: for every i, frames starts[i] .. starts[i] + k - 1
         of snippet snippets[i] of stored segment segments[i]. One read per segment (one in all
-        when every segment uses the same snippet of a raw shard); JPEG decodes only those frames."""
-        g = self._group(video_id)
+        when every segment uses the same snippet of a raw shard); JPEG decodes only those frames.
+
+        out: an array of that shape to fill (a caller's reused buffer: no fresh pages to fault in
+        per sample); the result is then `out` itself. Without it a new array (or, for raw frames
+        in one read, a view) comes back."""
         S, t, K, H, W, _ = self.records[video_id]["frames_shape"]
         snippets, segments, starts = (np.asarray(a, np.int64) for a in (snippets, segments, starts))
-        if fmt.JPEG not in g:
-            ds = g[fmt.FRAMES]
-            if (snippets == snippets[0]).all():   # one contiguous read
+        shape = (len(segments), k, H, W, 3)
+        if out is not None and out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the clip is {shape}")
+        ds, jpeg, offsets = self._frame_arrays(video_id)
+        if ds is not None:
+            if out is None and (snippets == snippets[0]).all():   # one contiguous read
                 one = ds[int(snippets[0])]
                 if np.array_equal(segments, np.arange(t)) and (starts == starts[0]).all():
                     return one[:, starts[0]:starts[0] + k]   # a view, no copy yet
                 return one[segments[:, None], starts[:, None] + np.arange(k)]
-            return np.stack([ds[j, i, s:s + k] for j, i, s in zip(snippets, segments, starts)])
-        out = np.empty((len(segments), k, H, W, 3), np.uint8)
-        offsets = g[fmt.JPEG_OFFSETS][()]            # 8 bytes a frame: read whole, once
+            out = np.empty(shape, np.uint8) if out is None else out
+            for n, (j, i, s) in enumerate(zip(snippets, segments, starts)):
+                ds.read_direct(out, np.s_[j, i, s:s + k], np.s_[n])
+            return out
+        from pipeline.codec import decode_into
+        out = np.empty(shape, np.uint8) if out is None else out
         for n, (j, i, s) in enumerate(zip(snippets, segments, starts)):
             first = (j * t + i) * K + s
-            self._decode(g, (S, t, K, H, W, 3), first, first + k, out=out[n], offsets=offsets)
+            bounds = offsets[first:first + k + 1]
+            decode_into(jpeg[bounds[0]:bounds[-1]], bounds - bounds[0], out[n])   # one read
         return out
 
     @staticmethod
@@ -162,7 +191,7 @@ class ShardReader:
         if os.getpid() == self._pid:
             for f in self._files.values():
                 f.close()
-        self._files = {}
+        self._files, self._arrays = {}, {}
 
     def __enter__(self):
         return self
@@ -172,7 +201,7 @@ class ShardReader:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_files"] = {}
+        state["_files"], state["_arrays"] = {}, {}
         return state
 
     def __setstate__(self, state):

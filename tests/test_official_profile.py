@@ -141,3 +141,29 @@ def test_an_output_made_before_the_profile_fields_still_resumes(tmp_path):
     check_output(tmp_path, "e6", params, overwrite=False)         # the same settings: resumes
     with pytest.raises(OutputRefused, match="mfcc psf -> librosa"):
         check_output(tmp_path, "e6", params.replace(mfcc="librosa", winlen=512 / 16000), False)
+
+
+def test_official_shards_are_centre_cropped_by_the_authors_rounding(tmp_path):
+    from types import SimpleNamespace
+    from pipeline.reader import ShardReader
+    from pipeline.writer import ShardWriter
+    from pipeline.datasets import Video
+    from trainer.loader import ClipDataset
+    rng = np.random.default_rng(0)
+    for profile, x0 in (("official", 2), ("paper", 1)):   # margin 35 - 32 = 3: 1.5
+        params = P if profile == "official" else PreprocessParams(
+            segments=12, snippets=1, frames=16, short_side=32, max_long_side=48)
+        out = tmp_path / profile
+        w = ShardWriter(out, params, dataset="demo", classes=["a", "b"], polarity=[0, 1],
+                        membership={}, split_names=["given"]).open()
+        frames = rng.integers(0, 256, (params.snippets, 12, 16, 32, 35, 3), dtype=np.uint8)
+        w.add(Video("a/v", 0, "a", tmp_path / "v.mp4"), frames, np.zeros((5, 32), np.float32),
+              {"fps": 25.0}, sha1="h")
+        w.close()
+        r = ShardReader(out)
+        cfg = SimpleNamespace(segments=12, frames=16, crop=32, audio_len=8, n_mfcc=32,
+                              streams="visual")
+        got = ClipDataset(r, r.ids, cfg, train=False)[0]["visual"].numpy()
+        stored = r.frames("a/v")
+        assert np.array_equal(got, stored[params.snippets // 2, :, :, :, x0:x0 + 32])
+        r.close()

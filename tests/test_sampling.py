@@ -41,6 +41,20 @@ def test_crop_origin():
         sampling.crop_origin(60, 90, 64, None)
 
 
+def test_crop_origin_authors_rounding():
+    # 16:9 at short side 112 is 199 wide: margin 87, the authors' int(round(43.5)) = 44
+    assert sampling.crop_origin(112, 199, 112, None) == (0, 43)
+    assert sampling.crop_origin(112, 199, 112, None, centre="round") == (0, 44)
+    # Python 3 rounds half to even: 44.5 -> 44, the same as the floor
+    assert sampling.crop_origin(112, 201, 112, None, centre="round") == (0, 44)
+    assert sampling.crop_origin(115, 112, 112, None, centre="round") == (2, 0)
+    rng = np.random.default_rng(1)
+    assert sampling.crop_origin(70, 90, 64, rng, centre="round") == \
+        sampling.crop_origin(70, 90, 64, np.random.default_rng(1))   # training draws alike
+    with pytest.raises(ValueError, match="centre must be one of"):
+        sampling.crop_origin(112, 199, 112, None, centre="middle")
+
+
 def test_audio_official_tiles_and_cuts():
     seq = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
     out = sampling.audio_official(seq, 3, 8)            # needs 24 frames: 10 + 10 + 4

@@ -271,3 +271,28 @@ def test_unknown_format_version_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"format version 99, this vaanet reads version 1 or 2; "
                                          r"run `vaanet preprocess --overwrite`"):
         ShardReader(tmp_path)
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+def test_clip_into_a_reused_buffer_equals_a_fresh_clip(tmp_path, codec):
+    params = PreprocessParams(segments=2, snippets=3, frames=4, short_side=32, max_long_side=48,
+                              codec=codec)
+    w = ShardWriter(tmp_path, params, dataset="demo", classes=CLASSES, polarity=[0, 1],
+                    membership={}, split_names=["given"]).open()
+    for i in range(2):
+        w.add(video(i), smooth(i), np.zeros((5, 32), np.float32), {"fps": 25.0}, sha1="h")
+    w.close()
+    r = ShardReader(tmp_path)
+    buf = np.full((2, 3, 32, 48, 3), 7, np.uint8)
+    for i, (snippets, starts) in enumerate([([2, 0], [1, 0]), ([1, 1], [0, 1])]):
+        vid = video(i).id
+        every = r.frames(vid)
+        want = np.stack([every[snippets[0], 1, starts[0]:starts[0] + 3],
+                         every[snippets[1], 0, starts[1]:starts[1] + 3]])
+        got = r.clip(vid, snippets=snippets, segments=[1, 0], starts=starts, k=3, out=buf)
+        assert got is buf and np.array_equal(buf, want)    # filled whole, the same pixels
+        assert np.array_equal(r.clip(vid, snippets, [1, 0], starts, 3), want)
+    with pytest.raises(ValueError, match=r"out has shape \(2, 3, 32, 48, 3\), the clip is "
+                                         r"\(2, 2, 32, 48, 3\)"):
+        r.clip(vid, snippets=[0, 0], segments=[1, 0], starts=[0, 0], k=2, out=buf)
+    r.close()

@@ -76,7 +76,8 @@ class ClipDataset(Dataset):
     int64); `__getitems__` builds a whole batch of them at once. Train: per segment a snippet of
     the S stored ones drawn anew every epoch (sampling.snippet_choice) and a random k-frame
     window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
-    (S // 2), the centred window, the centre crop. A stream the config switches off comes back as an empty tensor
+    (S // 2), the centred window, the centre crop (on shards of the official profile placed by
+    the authors' rounding, sampling.CENTRE_RULES). A stream the config switches off comes back as an empty tensor
     (and is not read).
     """
 
@@ -104,6 +105,8 @@ class ClipDataset(Dataset):
         self.frames = int(_cfg(cfg, "frames"))
         self.crop = int(_cfg(cfg, "crop"))
         self.stored_segments = int(params.segments)
+        # the official profile's frames are cut where the authors' evaluation cuts them
+        self.centre = "round" if getattr(params, "profile", "paper") == "official" else "floor"
         self.segment_idx = sampling.segment_indices(self.stored_segments, self.segments)
         if self.use_visual:
             if self.frames > params.frames:
@@ -148,7 +151,7 @@ class ClipDataset(Dataset):
         meta = self.reader.meta(vid)
         rng = self.rng(index, epoch)
         try:
-            visual = (torch.from_numpy(np.ascontiguousarray(self._visual(vid, meta, rng, epoch, index)))
+            visual = (torch.from_numpy(np.array(self._visual(vid, meta, rng, epoch, index)))  # off the scratch buffer
                       if self.use_visual else torch.zeros(0, dtype=torch.uint8))
             audio = torch.from_numpy(self._audio(vid, meta)) if self.use_audio else torch.zeros(0)
         except Exception as e:
@@ -188,10 +191,22 @@ class ClipDataset(Dataset):
         snippets = sampling.snippet_choice(n_snip, self.segments,
                                            self.seed if rng is not None else None, epoch, index)
         starts = sampling.frame_starts(n_frames, self.frames, self.segments, rng)
-        y, x = sampling.crop_origin(height, width, self.crop, rng)
-        clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames)
+        y, x = sampling.crop_origin(height, width, self.crop, rng, self.centre)
+        clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames,
+                                out=self._scratch((len(self.segment_idx), self.frames, height, width, 3)))
         c = self.crop
         return clip[:, :, y:y + c, x:x + c]
+
+    def _scratch(self, shape) -> np.ndarray:
+        """A buffer for whole decoded frames, reused from sample to sample in this process (the
+        crop is copied out at once): a fresh 10 MB array per sample would cost its page faults
+        every time. One per frame size."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        if shape not in buffers:
+            if len(buffers) >= 4:    # videos of many aspect ratios: keep memory bounded
+                buffers.clear()
+            buffers[shape] = np.empty(shape, np.uint8)
+        return buffers[shape]
 
     def _audio(self, vid, meta) -> np.ndarray:
         shape = (self.audio_segments, self.audio_len, self.n_mfcc)

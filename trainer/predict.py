@@ -165,17 +165,21 @@ class DecodedVideos:
         f = self.items[vid].frames
         return f if snippet is None else f[snippet]
 
-    def clip(self, vid: str, snippets, segments, starts, k: int) -> np.ndarray:
+    def clip(self, vid: str, snippets, segments, starts, k: int, out: np.ndarray | None = None
+             ) -> np.ndarray:
         """As ShardReader.clip, from the decoded frames [S, t, K, H, W, 3] (through the JPEG codec
         when the checkpoint's data stored JPEG, so the model sees what evaluation sees)."""
         f = self.items[vid].frames
-        out = np.stack([f[j, i, s:s + k] for j, i, s in zip(snippets, segments, starts)])
+        clip = np.stack([f[j, i, s:s + k] for j, i, s in zip(snippets, segments, starts)])
         if self.params.codec == "jpeg":  # the frames as the shards hold them: same encoder, same decoder
             from pipeline.codec import decode_into, encode_frames
-            enc = encode_frames(out, self.params.quality)
-            flat = np.empty((out.size // np.prod(out.shape[-3:]), *out.shape[-3:]), np.uint8)
-            out = decode_into(enc.data, enc.offsets, flat).reshape(out.shape)
-        return out
+            enc = encode_frames(clip, self.params.quality)
+            flat = np.empty((clip.size // np.prod(clip.shape[-3:]), *clip.shape[-3:]), np.uint8)
+            clip = decode_into(enc.data, enc.offsets, flat).reshape(clip.shape)
+        if out is not None:   # the caller's buffer, as ShardReader.clip fills it
+            np.copyto(out, clip)
+            return out
+        return clip
 
     def mfcc(self, vid: str) -> np.ndarray:
         return self.items[vid].mfcc

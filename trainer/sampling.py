@@ -67,12 +67,24 @@ def frame_starts(stored: int, wanted: int, segments: int, rng: np.random.Generat
     return rng.integers(0, stored - wanted + 1, size=segments)
 
 
-def crop_origin(height: int, width: int, crop: int, rng: np.random.Generator | None) -> tuple[int, int]:
-    """Top-left corner (y, x) of a crop x crop square: centred in eval, uniform in train."""
+# where a centred crop starts when the margin is odd: "floor" (this project: (w - c) // 2) or
+# "round" (the authors' CenterCrop: int(round((w - c) / 2)), Python 3's round half to even, so
+# one pixel further right on 16:9 frames, 199 - 112 = 87: 44 instead of 43)
+CENTRE_RULES = ("floor", "round")
+
+
+def crop_origin(height: int, width: int, crop: int, rng: np.random.Generator | None,
+                centre: str = "floor") -> tuple[int, int]:
+    """Top-left corner (y, x) of a crop x crop square: centred in eval (`centre`: the rule for odd
+    margins, CENTRE_RULES), uniform in train."""
     if crop > height or crop > width:
         raise ValueError(f"crop {crop} does not fit in stored frames of {height}x{width}; "
                          f"preprocess with --short-side {crop} or more, or use a smaller crop")
     if rng is None:
+        if centre == "round":
+            return int(round((height - crop) / 2)), int(round((width - crop) / 2))
+        if centre != "floor":
+            raise ValueError(f"centre must be one of {CENTRE_RULES}, got {centre!r}")
         return (height - crop) // 2, (width - crop) // 2
     return int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
 
