@@ -14,8 +14,8 @@ A video without an audio stream gets zeros of the shape its duration would give;
 
 `--mfcc librosa` takes librosa's recipe instead (pipeline/mfcc_librosa.py) on samples scaled
 to [-1, 1] as librosa reads them; the `official` profile also decodes as the authors' code
-did (pipeline/official_audio.py: an MP3 round trip, the channels' mean, resampy's filter), on
-the whole track in memory.
+did (pipeline/official_audio.py: an MP3 round trip, the channels' mean, resampy's filter),
+in blocks too.
 """
 from __future__ import annotations
 
@@ -197,19 +197,19 @@ def audio_features(probe: Probe, params: PreprocessParams,
     if not probe.has_audio:
         return silent_mfcc(duration, params), False, []
     try:
-        if params.profile == "official":
-            # whole-track: the MP3 round trip and resampy's filter run on the complete signal
-            from pipeline.official_audio import load_like_librosa
-            pcm = load_like_librosa(probe, params.sample_rate)
-            if len(pcm) == 0:
-                return silent_mfcc(duration, params), False, ["audio stream decoded to no samples: zeros"]
-            return librosa_features(pcm, params), True, []
         stream = (LibrosaMfccStream(params.sample_rate, params.n_mfcc, params.nfft, hop_samples(params))
                   if params.mfcc == "librosa" else
                   PsfMfccStream(params, n_mfcc_frames(int(duration * params.sample_rate), params)))
-        for block in pcm_blocks(probe, params.sample_rate):
+        if params.profile == "official":
+            # the MP3 round trip and resampy's filter, in blocks (already on librosa's scale)
+            from pipeline.official_audio import load_like_librosa
+            blocks = load_like_librosa(probe, params.sample_rate)
+        else:
             # librosa's scale: 16-bit values / 32768
-            stream.feed(block / 32768.0 if params.mfcc == "librosa" else block)
+            blocks = (b / 32768.0 if params.mfcc == "librosa" else b
+                      for b in pcm_blocks(probe, params.sample_rate))
+        for block in blocks:
+            stream.feed(block)
     except VideoError as e:
         if e.reason != "audio decode failed":
             raise  # truncated file, timeout: the whole video is unusable

@@ -54,9 +54,9 @@ def n_frames(n_samples: int, hop: int) -> int:
 
 
 def mfcc_librosa(y: np.ndarray, sr: float, n_mfcc: int = 32, n_fft: int = 2048,
-                 hop: int = 512) -> np.ndarray:
+                 hop: int = 512, dtype=np.float32) -> np.ndarray:
     """float32 [T, n_mfcc] (time first, as the shards keep it) from mono float samples in [-1, 1]
-    (librosa's scale); T = 1 + len(y) // hop."""
+    (librosa's scale); T = 1 + len(y) // hop. dtype float64 keeps the unrounded values."""
     y = np.asarray(y, dtype=np.float64)
     padded = np.pad(y, n_fft // 2, mode="reflect")
     n = n_frames(len(y), hop)
@@ -70,7 +70,7 @@ def mfcc_librosa(y: np.ndarray, sr: float, n_mfcc: int = 32, n_fft: int = 2048,
         mel[a:a + len(spec)] = (spec.real ** 2 + spec.imag ** 2) @ fb_t
     db = 10.0 * np.log10(np.maximum(AMIN, mel))
     db = np.maximum(db, db.max() - TOP_DB)
-    return dct(db, type=2, axis=1, norm="ortho")[:, :n_mfcc].astype(np.float32)
+    return dct(db, type=2, axis=1, norm="ortho")[:, :n_mfcc].astype(dtype)
 
 
 class LibrosaMfccStream:
@@ -83,9 +83,10 @@ class LibrosaMfccStream:
     at a time in `finish`, so memory stays bounded while the disk holds ~1 KB per frame.
     Tracks shorter than one window are computed whole (np.pad's repeated reflection)."""
 
-    def __init__(self, sr: float, n_mfcc: int = 32, n_fft: int = 2048, hop: int = 512):
+    def __init__(self, sr: float, n_mfcc: int = 32, n_fft: int = 2048, hop: int = 512,
+                 dtype=np.float32):
         import tempfile
-        self.sr, self.n_mfcc, self.n_fft, self.hop = sr, n_mfcc, n_fft, hop
+        self.sr, self.n_mfcc, self.n_fft, self.hop, self.dtype = sr, n_mfcc, n_fft, hop, dtype
         self.half = n_fft // 2
         self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
         self.fb_t = mel_filters(sr, n_fft).T
@@ -127,17 +128,17 @@ class LibrosaMfccStream:
         self.done += n
 
     def finish(self) -> np.ndarray:
-        """float32 [T, n_mfcc], T = 1 + n_samples // hop, as mfcc_librosa of everything fed."""
+        """[T, n_mfcc] (dtype), T = 1 + n_samples // hop, as mfcc_librosa of everything fed."""
         try:
             if self.pending is None:
-                return mfcc_librosa(self.head, self.sr, self.n_mfcc, self.n_fft, self.hop)
+                return mfcc_librosa(self.head, self.sr, self.n_mfcc, self.n_fft, self.hop, self.dtype)
             # np.pad's reflection of the end: the samples before the last, mirrored
             end = self.tail[-(self.half + 1):-1][::-1]
             rest = n_frames(self.n_samples, self.hop) - self.done
             if rest > 0:
                 self._mel(np.concatenate((self.pending, end)), rest)
             self.spill.seek(0)
-            out = np.empty((self.done, self.n_mfcc), np.float32)
+            out = np.empty((self.done, self.n_mfcc), self.dtype)
             floor, row = self.db_max - TOP_DB, N_MELS * 8
             for a in range(0, self.done, 4 * _BLOCK):
                 db = np.frombuffer(self.spill.read(row * 4 * _BLOCK), np.float64).reshape(-1, N_MELS)

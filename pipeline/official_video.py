@@ -4,7 +4,8 @@ Their code first wrote every frame as a JPEG at height 240 (`ffmpeg -i VIDEO -vf
 %06d.jpg`: ffmpeg's default scaler and its default MJPEG encoder settings) and read those
 files. Here the same ffmpeg command writes the JPEG sequence into a pipe instead of files (the
 same encoder, options and frame order, so the same images); a second ffmpeg decodes it, keeps
-the snippets' frames and scales them as every other profile does (pipeline/video.py).
+the snippets' frames and scales them as every other profile does (pipeline/video.py), and
+each kept frame is copied into the result as it arrives (memory: the snippets' frames only).
 
 Frame positions: the JPEG sequence is the stream at its nominal frame rate (ffmpeg's default
 for image sequences); its length is taken from the packet list (or the header's frame count),
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -62,30 +64,66 @@ def decode_snippets_via_jpeg(probe: Probe, params: PreprocessParams
                  "-threads", "1", "-i", "pipe:0", "-vf", f"select='{select}',"
                  + _scale_crop(p240, params), "-fps_mode", "passthrough",
                  "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    _, _, ow, oh = output_size(p240.width, p240.height, params)
+    # each wanted frame goes straight to its place(s) in the result as it arrives: no copy of
+    # the decoded frames besides the result (a long video's 1536 frames are ~60 MB at 112 px)
+    slot = np.searchsorted(wanted, idx).ravel()
+    order = np.argsort(slot, kind="stable")
+    first = np.searchsorted(slot[order], np.arange(len(wanted) + 1))
+    out = np.empty((len(slot), oh, ow, 3), np.uint8)
+    got = _decode_into(to_jpeg, from_jpeg, out, order, first, probe.path)
+    if got == 0:
+        raise VideoError("decode failed (no frames decoded)", "", probe.path)
+    if got < len(wanted):
+        notes.append(f"JPEG sequence ended after {got} of {len(wanted)} wanted frames: "
+                     "last frame repeated")
+        out[slot >= got] = out[order[first[got - 1]]]
+    return out.reshape(idx.shape + out.shape[1:]), starts / probe.fps, n, notes
+
+
+def _decode_into(to_jpeg: list[str], from_jpeg: list[str], out: np.ndarray, order: np.ndarray,
+                 first: np.ndarray, path: str) -> int:
+    """Run to_jpeg | from_jpeg, the frames into `out` (as _read_into); how many arrived."""
     with tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2:
         p1 = subprocess.Popen(to_jpeg, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err1)
         p2 = subprocess.Popen(from_jpeg, stdin=p1.stdout, stdout=subprocess.PIPE, stderr=err2)
         p1.stdout.close()   # p2 holds the pipe now; p1 gets SIGPIPE if p2 dies
+        killed: list[bool] = []
+        timer = threading.Timer(ffmpeg_bin.DEFAULT_TIMEOUT,
+                                lambda: (killed.append(True), p1.kill(), p2.kill()))
+        timer.start()
         try:
-            raw, _ = p2.communicate(timeout=ffmpeg_bin.DEFAULT_TIMEOUT)
-            p1.wait(timeout=ffmpeg_bin.DEFAULT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            p1.kill(), p2.kill(), p1.wait(), p2.wait()
-            raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s", "",
-                             probe.path) from None
+            got = _read_into(p2.stdout, out, order, first)
+            while p2.stdout.read(1 << 20):   # frames beyond the wanted ones: not kept
+                pass
+            p2.wait(), p1.wait()
+        finally:
+            timer.cancel()
+            if p2.poll() is None or p1.poll() is None:
+                p1.kill(), p2.kill(), p1.wait(), p2.wait()
+            p2.stdout.close()
+        if killed:
+            raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s", "", path)
         if p1.returncode or p2.returncode:
             err1.seek(0), err2.seek(0)
-            raise VideoError("decode failed", tail(err1.read() + err2.read()), probe.path)
-    _, _, ow, oh = output_size(p240.width, p240.height, params)
-    got = np.frombuffer(raw, np.uint8, count=len(raw) // (oh * ow * 3) * oh * ow * 3)
-    got = got.reshape(-1, oh, ow, 3)
-    if len(got) == 0:
-        raise VideoError("decode failed (no frames decoded)", "", probe.path)
-    if len(got) < len(wanted):
-        notes.append(f"JPEG sequence ended after {len(got)} of {len(wanted)} wanted frames: "
-                     "last frame repeated")
-    pick = np.minimum(np.searchsorted(wanted, idx), len(got) - 1)
-    return got[pick], starts / probe.fps, n, notes
+            raise VideoError("decode failed", tail(err1.read() + err2.read()), path)
+    return got
+
+
+def _read_into(pipe, out: np.ndarray, order: np.ndarray, first: np.ndarray) -> int:
+    """Read whole frames from `pipe`; frame j goes to out[order[first[j]:first[j + 1]]].
+    Returns how many frames arrived (an incomplete last one is not counted)."""
+    frame = np.empty(out.shape[1:], np.uint8)
+    view = memoryview(frame).cast("B")
+    for j in range(len(first) - 1):
+        filled = 0
+        while filled < len(view):
+            k = pipe.readinto(view[filled:])
+            if not k:
+                return j
+            filled += k
+        out[order[first[j]:first[j + 1]]] = frame
+    return len(first) - 1
 
 
 def _at_240(probe: Probe) -> SimpleNamespace:

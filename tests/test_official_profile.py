@@ -167,3 +167,23 @@ def test_official_shards_are_centre_cropped_by_the_authors_rounding(tmp_path):
         stored = r.frames("a/v")
         assert np.array_equal(got, stored[params.snippets // 2, :, :, :, x0:x0 + 32])
         r.close()
+
+
+def test_jpeg_route_reads_frames_into_their_places():
+    """Each decoded frame is copied to every slot that wants it; a stream that ends early
+    (here: mid-frame) counts only whole frames."""
+    import io
+
+    from pipeline.official_video import _read_into
+    idx = np.array([[0, 1, 2], [2, 3, 4]])            # frame 2 is wanted twice
+    wanted = np.unique(idx)
+    slot = np.searchsorted(wanted, idx).ravel()
+    order = np.argsort(slot, kind="stable")
+    first = np.searchsorted(slot[order], np.arange(len(wanted) + 1))
+    frames = np.arange(5 * 2 * 3 * 3, dtype=np.uint8).reshape(5, 2, 3, 3)
+    out = np.zeros((6, 2, 3, 3), np.uint8)
+    assert _read_into(io.BytesIO(frames.tobytes()), out, order, first) == 5
+    np.testing.assert_array_equal(out, frames[idx.ravel()])
+    out[:] = 0
+    assert _read_into(io.BytesIO(frames[:3].tobytes() + b"\x01" * 7), out, order, first) == 3
+    np.testing.assert_array_equal(out[:4], frames[[0, 1, 2, 2]])
