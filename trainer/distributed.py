@@ -4,11 +4,20 @@ torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process; without them ever
 is a no-op and training runs as one plain process. Backend: nccl on CUDA, gloo on CPU (so the
 multi-process path is testable on a laptop). `vaanet train --gpus N` calls `launch` which
 re-runs the same command line under torchrun with N processes on this machine.
+
+Only rank 0 writes files. A write that fails there (a full disk, any exception) must not leave
+the other processes waiting at their next collective: each rank-0-only section runs inside
+`agreement`, which ends with one small all_reduce of every process's outcome, so that all of
+them stop together (rank 0 with its own error, the others with `PeerFailed` and the same exit
+status). The process group's timeout (`TIMEOUT_ENV`, default 30 minutes) is the last resort for
+what no agreement covers: a collective that waits longer ends the run with an error.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import datetime
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -31,6 +40,20 @@ class DistInfo:
         return self.rank == 0
 
 
+TIMEOUT_ENV = "VAANET_DIST_TIMEOUT_MIN"   # minutes a collective may wait for the other processes
+DEFAULT_TIMEOUT_MIN = 30.0
+
+
+class PeerFailed(Exception):
+    """Another process failed in a section covered by `agreement`; this one stops too, with
+    `status` (the failed process's exit status: 3 disk full, 2 usage error, 1 anything else)."""
+
+    def __init__(self, ranks: list[int], status: int):
+        self.ranks, self.status = ranks, status
+        super().__init__(f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))} "
+                         f"of the run failed (its message is above); this one stopped with it")
+
+
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -45,8 +68,24 @@ def setup(device_kind: str) -> DistInfo:
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_kind == "cuda" else "gloo",
-                                rank=info.rank, world_size=info.world_size)
+                                rank=info.rank, world_size=info.world_size, timeout=timeout())
     return info
+
+
+def timeout() -> datetime.timedelta:
+    """How long a collective waits for the other processes before the run ends with an error
+    ($VAANET_DIST_TIMEOUT_MIN minutes, default 30): longer than any rank-0-only section (a
+    checkpoint, the report), short enough that a process lost outside an `agreement` does not
+    hold the others (and their GPUs) for long."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        minutes = float(raw) if raw else DEFAULT_TIMEOUT_MIN
+    except ValueError:
+        minutes = -1.0
+    if not minutes > 0:
+        from trainer.errors import RunError
+        raise RunError(f"{TIMEOUT_ENV}={raw!r}: give the minutes a collective may wait, a number > 0")
+    return datetime.timedelta(minutes=minutes)
 
 
 def rank() -> int:
@@ -61,9 +100,75 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+_failure_agreed = False  # set once `agreement` has told every process of a failure
+
+
+def exit_status(e: BaseException) -> int:
+    """The exit status the command line gives for `e` (cli.py: 3 disk full, 2 usage error)."""
+    from trainer.errors import DiskFullError, RunError
+    if isinstance(e, PeerFailed):
+        return e.status
+    return DiskFullError.EXIT_STATUS if isinstance(e, DiskFullError) else 2 if isinstance(e, RunError) else 1
+
+
+@contextlib.contextmanager
+def agreement(device):
+    """Run a section that only rank 0 acts in (its files), then agree on how it went: one
+    all_reduce of every process's exit status (0: fine). A failure anywhere stops every process:
+    the failed one re-raises its own exception, the others raise PeerFailed with its status.
+    Without it a failure on rank 0 would leave the others waiting at their next collective.
+    Running alone, the section runs as it is."""
+    global _failure_agreed
+    if world_size() == 1:
+        yield
+        return
+    me, n = dist.get_rank(), dist.get_world_size()
+    outcome = torch.zeros(n, dtype=torch.int32, device=device)
+    try:
+        yield
+    except Exception as e:
+        outcome[me] = exit_status(e)
+        dist.all_reduce(outcome)   # tell the others before leaving
+        _failure_agreed = True
+        raise
+    dist.all_reduce(outcome)
+    failed = [r for r, status in enumerate(outcome.tolist()) if status]
+    if failed:
+        _failure_agreed = True
+        raise PeerFailed(failed, int(outcome[failed[0]]))
+
+
 def cleanup() -> None:
+    """Leave the process group (after an agreed failure, see `_stop_after_rank0`)."""
+    global _failure_agreed
     if dist.is_available() and dist.is_initialized():
+        if _failure_agreed:
+            _failure_agreed = False
+            _stop_after_rank0()
         dist.destroy_process_group()
+
+
+DONE_KEY = "vaanet/rank0-done"
+DONE_WAIT = datetime.timedelta(seconds=60)
+
+
+def _stop_after_rank0() -> None:
+    """After an agreed failure the other processes exit only once rank 0 has said what happened
+    (its message, usage error or traceback is printed before Python's exit handlers run): were
+    they first, torchrun would stop rank 0 before it printed. Rank 0 marks its exit in the
+    process group's key-value store; the others wait for the mark (at most DONE_WAIT: a store
+    that is gone with rank 0 ends the wait at once)."""
+    with contextlib.suppress(Exception):  # private in torch: without it, no wait
+        store = dist.distributed_c10d._get_default_store()
+        if dist.get_rank() == 0:
+            atexit.register(_mark_done, store)
+        else:
+            store.wait([DONE_KEY], DONE_WAIT)
+
+
+def _mark_done(store) -> None:
+    with contextlib.suppress(Exception):
+        store.set(DONE_KEY, "1")
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:
@@ -123,8 +228,32 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run `vaanet ARGV` under torchrun with `nproc` processes; returns its exit code."""
-    env = dict(os.environ)
+    """Run `vaanet ARGV` under torchrun with `nproc` processes; returns the run's exit status.
+
+    torchrun runs in this process (its `run`, as `python -m torch.distributed.run` would), so
+    that the status of the processes reaches the caller: torchrun itself exits 1 with its own
+    traceback whenever a process fails, which would turn a full disk (3) or a usage error (2)
+    into 1. The status is rank 0's, or else the first failed process's (1 for a signal)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
     # one process per core group: keep each from grabbing every core
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(torchrun_command(nproc, argv), env=env)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        run(parse_args(torchrun_command(nproc, argv)[3:]))
+    except ChildFailedError as e:
+        return failed_status({rank: f.exitcode for rank, f in e.failures.items()},
+                             e.get_first_failure()[0])
+    except SignalException as e:  # Ctrl-C or a kill of the launcher: torchrun stopped the processes
+        return 128 + int(e.sigval)
+    return 0
+
+
+def failed_status(exitcodes: dict[int, int], first: int) -> int:
+    """The exit status of a run whose processes ended with `exitcodes` (rank: code; negative: a
+    signal, usually torchrun stopping the rest after the `first` failure): rank 0's own, else the
+    first failure's, else 1."""
+    for rank in (0, first):
+        if exitcodes.get(rank, 0) > 0:
+            return exitcodes[rank]
+    return 1
