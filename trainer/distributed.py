@@ -100,7 +100,7 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-_failure_agreed = False  # set once `agreement` has told every process of a failure
+_agreed_status = 0  # once `agreement` has stopped every process: the status they exit with
 
 
 def exit_status(e: BaseException) -> int:
@@ -118,7 +118,7 @@ def agreement(device):
     the failed one re-raises its own exception, the others raise PeerFailed with its status.
     Without it a failure on rank 0 would leave the others waiting at their next collective.
     Running alone, the section runs as it is."""
-    global _failure_agreed
+    global _agreed_status
     if world_size() == 1:
         yield
         return
@@ -127,48 +127,68 @@ def agreement(device):
     try:
         yield
     except Exception as e:
-        outcome[me] = exit_status(e)
+        outcome[me] = _agreed_status = exit_status(e)
         dist.all_reduce(outcome)   # tell the others before leaving
-        _failure_agreed = True
         raise
     dist.all_reduce(outcome)
     failed = [r for r, status in enumerate(outcome.tolist()) if status]
     if failed:
-        _failure_agreed = True
-        raise PeerFailed(failed, int(outcome[failed[0]]))
+        _agreed_status = int(outcome[failed[0]])
+        raise PeerFailed(failed, _agreed_status)
 
 
 def cleanup() -> None:
-    """Leave the process group (after an agreed failure, see `_stop_after_rank0`)."""
-    global _failure_agreed
+    """Leave the process group; after an agreed failure, leave together (`_leave_together`)."""
+    global _agreed_status
     if dist.is_available() and dist.is_initialized():
-        if _failure_agreed:
-            _failure_agreed = False
-            _stop_after_rank0()
+        status, _agreed_status = _agreed_status, 0
+        if status:
+            _leave_together(status)
         dist.destroy_process_group()
 
 
-DONE_KEY = "vaanet/rank0-done"
-DONE_WAIT = datetime.timedelta(seconds=60)
+LEAVE_WAIT = datetime.timedelta(seconds=60)  # at most, for a process that does not come
 
 
-def _stop_after_rank0() -> None:
-    """After an agreed failure the other processes exit only once rank 0 has said what happened
-    (its message, usage error or traceback is printed before Python's exit handlers run): were
-    they first, torchrun would stop rank 0 before it printed. Rank 0 marks its exit in the
-    process group's key-value store; the others wait for the mark (at most DONE_WAIT: a store
-    that is gone with rank 0 ends the wait at once)."""
-    with contextlib.suppress(Exception):  # private in torch: without it, no wait
+def _leave_together(status: int) -> None:
+    """After an agreed failure every process exits with `status`, at the same moment, once rank 0
+    has said what happened (its message, usage error or traceback: all printed before Python's
+    exit handlers run). torchrun stops the remaining processes as soon as one has exited: were
+    the others first, rank 0 would be stopped before it printed; were rank 0 much earlier, the
+    others would end by SIGTERM rather than with the status. A handshake in the process group's
+    key-value store: rank 0, at its exit, marks "said"; the others wait for it, mark that they
+    leave and exit; rank 0 waits for their marks and exits too. A store gone with a process
+    ends a wait at once (then torchrun stops whoever is left)."""
+    with contextlib.suppress(Exception):  # a private name in torch: without it, no handshake
         store = dist.distributed_c10d._get_default_store()
-        if dist.get_rank() == 0:
-            atexit.register(_mark_done, store)
-        else:
-            store.wait([DONE_KEY], DONE_WAIT)
+        me, n = dist.get_rank(), dist.get_world_size()
+        if me == 0:
+            atexit.register(_rank0_leaves, store, n, status)
+            return
+        with contextlib.suppress(Exception):
+            store.wait(["vaanet/said"], LEAVE_WAIT)
+        store.set(f"vaanet/leaves-{me}", "1")
+        _exit_now(status)
 
 
-def _mark_done(store) -> None:
+def _rank0_leaves(store, n: int, status: int) -> None:
     with contextlib.suppress(Exception):
-        store.set(DONE_KEY, "1")
+        _flush()
+        store.set("vaanet/said", "1")
+        store.wait([f"vaanet/leaves-{r}" for r in range(1, n)], LEAVE_WAIT)
+    _exit_now(status)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _exit_now(status: int) -> None:
+    """Exit at once (no interpreter teardown, whose length differs between processes)."""
+    _flush()
+    os._exit(status)
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:
@@ -222,9 +242,11 @@ def wrap(model: torch.nn.Module, info: DistInfo, device, sync_bn: bool = False) 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """The torchrun command line that runs `vaanet ARGV` in `nproc` processes on this machine
-    (the `cli` module by name, so this file need not import the command line)."""
+    (the `cli` module by name, so this file need not import the command line). torchrun looks
+    at its processes every second (not 0.1 s): processes that stop together (`_leave_together`)
+    are then seen with their own exit status rather than some stopped by torchrun."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", "--module", "cli", *argv]
+            f"--nproc_per_node={nproc}", "--monitor-interval=1", "--module", "cli", *argv]
 
 
 def launch(nproc: int, argv: list[str]) -> int:
