@@ -210,3 +210,20 @@ def test_two_processes_stop_together_on_any_failure_of_rank0(train_data, tmp_pat
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
     assert "RuntimeError: test failure of checkpoint save 1" in p.stderr  # rank 0's traceback
     assert not (out / "last.pt").exists()
+
+
+def test_disk_full_as_turns_only_a_full_disk_into_one_sentence(tmp_path):
+    import errno
+
+    from trainer.errors import DiskFullError, disk_full_as
+    with pytest.raises(DiskFullError) as e:
+        with disk_full_as(tmp_path / "summary.md", "free space, then run it again"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(e.value) == (f"no space left on the device while writing {tmp_path / 'summary.md'} "
+                            "([Errno 28] No space left on device); free space, then run it again")
+    with pytest.raises(DiskFullError):  # torch.save's wrapping of the same
+        with disk_full_as("x", "y"):
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos: write failed")
+    with pytest.raises(PermissionError):  # any other failure stays itself
+        with disk_full_as("x", "y"):
+            raise PermissionError(errno.EACCES, "Permission denied")

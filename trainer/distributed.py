@@ -112,17 +112,20 @@ def exit_status(e: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def agreement(device):
+def agreement(device=None):
     """Run a section that only rank 0 acts in (its files), then agree on how it went: one
     all_reduce of every process's exit status (0: fine). A failure anywhere stops every process:
     the failed one re-raises its own exception, the others raise PeerFailed with its status.
     Without it a failure on rank 0 would leave the others waiting at their next collective.
-    Running alone, the section runs as it is."""
+    Running alone, the section runs as it is. `device`: where the backend's tensors live
+    (default: this process's CUDA device with nccl, else the CPU)."""
     global _agreed_status
     if world_size() == 1:
         yield
         return
     me, n = dist.get_rank(), dist.get_world_size()
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     outcome = torch.zeros(n, dtype=torch.int32, device=device)
     try:
         yield
