@@ -552,7 +552,8 @@ def train(ctx, config_file, gpus, **values):
     Exit status: 0 done, 2 usage error (options, data: unfinished, or a damaged shard entry,
     named, which the same `vaanet preprocess` command repairs; a --resume that changes the run,
     not one optimisation step), 3 disk full (last.pt of the previous epoch is intact:
-    free space, then the same command with --resume), 1 a bug (traceback).
+    free space, then the same command with --resume), 1 a bug (traceback). With --gpus N
+    every process stops with the status of the one that failed.
     """
     from trainer import distributed, run_config
     _allow_incomplete(values.pop("allow_incomplete"))
@@ -578,6 +579,10 @@ def train(ctx, config_file, gpus, **values):
     except DiskFullError as e:  # the message says what is intact and how to go on
         click.echo(f"Error: {e}", err=True)
         raise SystemExit(DiskFullError.EXIT_STATUS) from None
+    except distributed.PeerFailed as e:  # --gpus: another process failed; stop with its status
+        if distributed.rank() == 0:
+            click.echo(f"Error: {e}", err=True)
+        raise SystemExit(e.status) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:
@@ -666,6 +671,10 @@ def ablate(ctx, attns, config_file, gpus, **values):
     except DiskFullError as e:  # the message says what is intact and how to go on
         click.echo(f"Error: {e}", err=True)
         raise SystemExit(DiskFullError.EXIT_STATUS) from None
+    except distributed.PeerFailed as e:  # --gpus: another process failed; stop with its status
+        if distributed.rank() == 0:
+            click.echo(f"Error: {e}", err=True)
+        raise SystemExit(e.status) from None
     finally:
         distributed.cleanup()
     if distributed.rank() == 0:

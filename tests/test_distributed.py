@@ -101,3 +101,129 @@ def test_sync_batchnorm_replaces_every_batchnorm_and_is_refused_on_cpu():
         distributed.sync_batchnorm(model, "cpu")
     # one process: nothing to synchronise, the model comes back as it is
     assert distributed.wrap(model, distributed.DistInfo(), "cpu", sync_bn=True) is model
+
+
+AGREEMENT_SCRIPT = """
+import sys
+import torch.distributed as dist
+from trainer import distributed
+from trainer.errors import DiskFullError
+rank, store = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2)
+with distributed.agreement("cpu"):   # nothing fails: both go on
+    pass
+print("first section: both went on", flush=True)
+try:
+    with distributed.agreement("cpu"):
+        if rank == 0:
+            raise DiskFullError("no space left on the device while writing last.pt")
+    print("second section: went on", flush=True)
+except distributed.PeerFailed as e:
+    print(f"peer failed: ranks {e.ranks} status {e.status}", flush=True)
+except DiskFullError as e:
+    print(f"own failure: status {distributed.exit_status(e)}", flush=True)
+"""
+
+
+def test_a_failure_in_a_rank0_section_stops_every_process_with_its_status(tmp_path):
+    """Two gloo processes: rank 0 fails inside `agreement`; rank 1, which would otherwise wait
+    at its next collective, learns of it at once and gets rank 0's exit status (3, disk full)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.path.dirname(distributed.__file__) + "/.." + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [subprocess.Popen([sys.executable, "-c", AGREEMENT_SCRIPT, str(r), str(tmp_path / "store")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.splitlines()[0] == "first section: both went on"
+    assert outs[0][0].splitlines()[1] == "own failure: status 3"
+    assert outs[1][0].splitlines()[1] == "peer failed: ranks [0] status 3"
+
+
+def test_alone_an_agreement_is_the_section_itself():
+    from trainer.errors import DiskFullError
+    with pytest.raises(DiskFullError):  # no process group: the exception as it is
+        with distributed.agreement("cpu"):
+            raise DiskFullError("full")
+    with distributed.agreement("cpu"):
+        pass
+
+
+def test_the_run_status_is_rank0s_else_the_first_failure():
+    # rank 0 stopped by torchrun (SIGTERM) after rank 1 failed with 3: the run's status is 3
+    assert distributed.failed_status({0: -15, 1: 3}, first=1) == 3
+    assert distributed.failed_status({0: 2, 1: 2}, first=1) == 2
+    assert distributed.failed_status({0: 3, 1: -15}, first=0) == 3
+    assert distributed.failed_status({1: -9, 0: -15}, first=1) == 1  # killed by a signal
+
+
+def test_process_group_timeout_comes_from_the_environment(monkeypatch):
+    import datetime
+
+    from trainer.errors import RunError
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout() == datetime.timedelta(minutes=30)
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "2.5")
+    assert distributed.timeout() == datetime.timedelta(minutes=2.5)
+    for bad in ("0", "soon"):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
+        with pytest.raises(RunError, match="VAANET_DIST_TIMEOUT_MIN"):
+            distributed.timeout()
+
+
+def _train_two_processes(train_data, tmp_path, epochs: int, fail: str):
+    """`vaanet train --gpus 2` on CPU whose rank 0 fails its checkpoint save as checkpoint.FAIL_HOOK
+    says; the timeout is what a hang would hit."""
+    from trainer import checkpoint
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"model": train_data.model, "epochs": epochs, "batch_size": 4,
+                               "workers": 0, "val_fraction": 0.25, "freeze_visual": True}))
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env[checkpoint.FAIL_HOOK] = fail
+    p = subprocess.run([sys.executable, "-m", "cli", "train", "--gpus", "2", "--device", "cpu",
+                        "--preset", "demo", "--data", str(train_data.path), "--config", str(cfg),
+                        "--out", str(out)], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=os.path.dirname(distributed.__file__) + "/..")
+    return p, out
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_with_status_3_on_a_full_disk(train_data, tmp_path):
+    from trainer import checkpoint
+    p, out = _train_two_processes(train_data, tmp_path, epochs=2, fail="2")  # epoch 2's save
+    assert p.returncode == 3, p.stdout[-3000:] + p.stderr[-3000:]
+    # rank 0's sentence, as one process says it; rank 1 stops without a word
+    assert f"Error: no space left on the device while writing {out / 'last.pt'}" in p.stderr
+    assert f"{out / 'last.pt'} from epoch 1 is intact" in p.stderr and "--resume" in p.stderr
+    assert "Traceback" not in p.stderr and "of the run failed" not in p.stderr
+    assert checkpoint.load(out / "last.pt")["epoch"] == 1   # the previous checkpoint survives
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith("last")) == ["last.pt"]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1]
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_any_failure_of_rank0(train_data, tmp_path):
+    p, out = _train_two_processes(train_data, tmp_path, epochs=1, fail="1:bug")
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "RuntimeError: test failure of checkpoint save 1" in p.stderr  # rank 0's traceback
+    assert not (out / "last.pt").exists()
+
+
+def test_disk_full_as_turns_only_a_full_disk_into_one_sentence(tmp_path):
+    import errno
+
+    from trainer.errors import DiskFullError, disk_full_as
+    with pytest.raises(DiskFullError) as e:
+        with disk_full_as(tmp_path / "summary.md", "free space, then run it again"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(e.value) == (f"no space left on the device while writing {tmp_path / 'summary.md'} "
+                            "([Errno 28] No space left on device); free space, then run it again")
+    with pytest.raises(DiskFullError):  # torch.save's wrapping of the same
+        with disk_full_as("x", "y"):
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos: write failed")
+    with pytest.raises(PermissionError):  # any other failure stays itself
+        with disk_full_as("x", "y"):
+            raise PermissionError(errno.EACCES, "Permission denied")

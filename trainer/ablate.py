@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from trainer import distributed, run_config
+from trainer.errors import disk_full_as
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +97,15 @@ def run_ablation(cfg: run_config.RunConfig, attns: list[str], losses: list[str],
                         "paper_accuracy": PAPER_ACCURACY.get(dataset, {}).get((attn, loss))})
     table = {"dataset": dataset, "classes": classes, "rows": results,
              "selected_on": "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"}
-    if distributed.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(out / "ablation.md", markdown(table) + "\n")
-        write_csv(out / "ablation.csv", table)
-        from trainer.report import try_write_report
-        try_write_report(out)  # rows beside the paper's, report.html
+    with distributed.agreement(), disk_full_as(  # rank 0 writes: every process learns how it went
+            f"the ablation table in {out}", "every row's results are kept: free space, then run the same "
+            "command with --resume (finished rows are not trained again)"):
+        if distributed.rank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(out / "ablation.md", markdown(table) + "\n")
+            write_csv(out / "ablation.csv", table)
+            from trainer.report import try_write_report
+            try_write_report(out)  # rows beside the paper's, report.html
     return table
 
 

@@ -14,9 +14,16 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
     best          {"metric": name, "value": float, "epoch": int} of the best model so far
     data_params   the preprocessing parameters of the training data (pipeline/params.py), so
                   that `vaanet predict` decodes new videos the same way (absent in older runs)
+
+Test hook: the environment variable VAANET_TEST_FAIL_SAVE=N makes this process's N-th `save`
+fail as on a full disk (part of the file written, then OSError ENOSPC); N:bug makes it raise a
+plain RuntimeError instead (any other failure). Tests use it where they cannot monkeypatch: in
+the processes that torchrun starts.
 """
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 
@@ -28,6 +35,8 @@ from trainer.errors import RunError
 
 FORMAT = "vaanet-checkpoint"
 VERSION = 1
+FAIL_HOOK = "VAANET_TEST_FAIL_SAVE"
+_saves = 0  # saves by this process, for FAIL_HOOK
 
 
 def rng_state() -> dict:
@@ -58,10 +67,24 @@ def set_rng_state(state: dict) -> None:
 def save(path, **state) -> Path:
     """Write the checkpoint to a temporary file in the same folder, then rename it over `path`:
     a crash mid-write leaves the previous checkpoint intact."""
+    global _saves
     path = Path(path)
+    _saves += 1
     with atomic.open(path, "wb") as f:
+        if os.environ.get(FAIL_HOOK):
+            _test_failure(f, os.environ[FAIL_HOOK])
         torch.save({"format": FORMAT, "version": VERSION, **state}, f)
     return path
+
+
+def _test_failure(f, hook: str) -> None:
+    """FAIL_HOOK: "N" fails the N-th save as a full disk does, "N:bug" with a RuntimeError."""
+    at, _, kind = hook.partition(":")
+    if _saves == int(at):
+        f.write(b"partial")
+        if kind == "bug":
+            raise RuntimeError(f"test failure of checkpoint save {_saves} ({FAIL_HOOK}={hook})")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def duplicate(src, dst) -> Path:

@@ -1,6 +1,7 @@
 """The one exception type for mistakes in what the user gave, shared by every trainer module
 (its own file so that the device, data and checkpoint helpers need not import the run
 configuration)."""
+import contextlib
 
 
 class RunError(ValueError):
@@ -24,3 +25,16 @@ def is_disk_full(e: BaseException) -> bool:
         return e.errno in (errno.ENOSPC, errno.EDQUOT)
     return isinstance(e, RuntimeError) and ("No space left" in str(e) or "write failed" in str(e)
                                              or "Disk quota" in str(e))
+
+
+
+@contextlib.contextmanager
+def disk_full_as(what, remedy: str):
+    """A full disk while writing `what` (a file, or words naming the files) becomes DiskFullError
+    with one sentence: the file, then `remedy` (what is intact and how to go on)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        raise DiskFullError(f"no space left on the device while writing {what} ({e}); {remedy}") from None

@@ -20,9 +20,12 @@ import numpy as np
 
 from pipeline import atomic
 from trainer import distributed, run_config
+from trainer.errors import disk_full_as
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("accuracy", "mean_class_accuracy", "polarity_accuracy", "macro_f1")
+KEPT = ("every split's results are kept: free space, then run the same command with --resume "
+        "(finished splits are not trained again)")
 
 
 def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
@@ -34,8 +37,10 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     splits, classes = list(reader.splits), list(reader.classes)
     reader.close()
     run_dir = Path(cfg.out)
-    if distributed.rank() == 0:
-        run_config.save(cfg, run_dir)
+    with distributed.agreement(), disk_full_as(  # rank 0 writes: every process learns how it went
+            run_dir / "config.json", "no split is trained by this command yet: free space, then run it again"):
+        if distributed.rank() == 0:
+            run_config.save(cfg, run_dir)
     per_split = {}
     for s in splits:
         sub_dir = run_dir / f"split-{s}"
@@ -52,10 +57,11 @@ def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     from trainer.data import split_rule
     summary["split_rule"] = split_rule(reader.root)
     summary["selected_on"] = "the TEST split (--select-on-test: optimistic)" if cfg.select_on_test else "validation"
-    if distributed.rank() == 0:
-        write_summary(run_dir, summary)
-        from trainer.report import try_write_report
-        try_write_report(run_dir)  # per-split plot and report.html
+    with distributed.agreement(), disk_full_as(f"the summary files in {run_dir}", KEPT):
+        if distributed.rank() == 0:
+            write_summary(run_dir, summary)
+            from trainer.report import try_write_report
+            try_write_report(run_dir)  # per-split plot and report.html
     return summary
 
 

@@ -356,9 +356,11 @@ def resume(run: Run) -> None:
     checkpoint.set_rng_state(ckpt["rng"])
     # killed between saving last.pt and linking best.pt: last.pt is the best, link it now
     best_pt = run.run_dir / "best.pt"
-    if run.dist.is_main and run.best.get("epoch") == run.start_epoch and not (
-            best_pt.exists() and os.path.samefile(best_pt, last)):
-        checkpoint.duplicate(last, best_pt)
+    with distributed.agreement(run.device):  # rank 0 writes: every process learns how it went
+        if run.dist.is_main and run.best.get("epoch") == run.start_epoch and not (
+                best_pt.exists() and os.path.samefile(best_pt, last)):
+            with disk_full_says(run, best_pt, run.start_epoch):
+                checkpoint.duplicate(last, best_pt)
     run.log(f"resumed from {last} after epoch {run.start_epoch}")
 
 
@@ -405,10 +407,10 @@ def prepare(run: Run) -> None:
                        f"not one optimisation step with --batch-size {cfg.batch_size} (a last batch "
                        "of one video is dropped, BatchNorm needs two); add training videos, lower "
                        "--batch-size or --val-fraction")
-    if run.dist.is_main:
-        with disk_full_says(run, run.run_dir / "config.json", run.start_epoch):
-            run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict(), resumed=run.resumed)
-    distributed.barrier()
+    with distributed.agreement(run.device):  # rank 0 writes: every process learns how it went
+        if run.dist.is_main:
+            with disk_full_says(run, run.run_dir / "config.json", run.start_epoch):
+                run_config.save(cfg, run.run_dir, resolved_model=run.model_cfg.to_dict(), resumed=run.resumed)
     run.ddp_model = distributed.wrap(run.model, run.dist, run.device, sync_bn=cfg.sync_bn)
     run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
                                    distributed=run.dist.enabled, drop_last=drop_last)
@@ -532,11 +534,12 @@ def disk_full_says(run: Run, path: Path, epochs_done: int):
 
 
 def save(run: Run, epoch: int, improved: bool) -> None:
-    """RUN_DIR/last.pt (rank 0), and best.pt as a link to it when this epoch is the best."""
-    if run.dist.is_main:
-        with disk_full_says(run, run.run_dir / "last.pt", epoch):
-            save_checkpoints(run, epoch, improved)
-    distributed.barrier()
+    """RUN_DIR/last.pt (rank 0), and best.pt as a link to it when this epoch is the best; every
+    process learns whether it was written (a failure stops them all, distributed.agreement)."""
+    with distributed.agreement(run.device):
+        if run.dist.is_main:
+            with disk_full_says(run, run.run_dir / "last.pt", epoch):
+                save_checkpoints(run, epoch, improved)
 
 
 def save_checkpoints(run: Run, epoch: int, improved: bool) -> None:
@@ -558,8 +561,8 @@ def log_epoch(run: Run, epoch: int, train_m: dict, speed: dict, val_r: dict | No
               "speed": speed, "best_epoch": run.best["epoch"], "lr": cfg.lr, "epoch_s": epoch_s}
     if val_r:
         record["val_detail"] = {k: val_r[k] for k in ("per_class_accuracy", "confusion")}
-    with disk_full_says(run, run.mlog.path, epoch + 1):
-        run.mlog.write(record)
+    with distributed.agreement(run.device), disk_full_says(run, run.mlog.path, epoch + 1):
+        run.mlog.write(record)  # rank 0 only (MetricsLog.enabled)
     run.log(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {train_m['loss']:.3f} "
             f"acc {100 * train_m['accuracy']:5.1f}%"
             + (f"  {run.val_name} loss {val_r['loss']:.3f} acc {100 * val_r['accuracy']:5.1f}%" if val_r else "")
@@ -582,11 +585,14 @@ def final_test(run: Run) -> dict:
         results[f"{which}_epoch"] = ckpt["epoch"]
         r = report(pred, run.polarity)
         results[f"test_{which}"] = r
-        if run.dist.is_main:
-            with disk_full_says(run, run.run_dir / f"predictions-{which}-test.csv", run.cfg.epochs):
-                write_predictions(run.run_dir / f"predictions-{which}-test.csv", pred, run.classes,
-                                  run.polarity)
-            run.mlog.write({"final": f"test with {which} model (epoch {ckpt['epoch']})", "split": run.split, **r})
+        with distributed.agreement(run.device):  # rank 0 writes: every process learns how it went
+            if run.dist.is_main:
+                with disk_full_says(run, run.run_dir / f"predictions-{which}-test.csv", run.cfg.epochs):
+                    write_predictions(run.run_dir / f"predictions-{which}-test.csv", pred, run.classes,
+                                      run.polarity)
+                with disk_full_says(run, run.mlog.path, run.cfg.epochs):
+                    run.mlog.write({"final": f"test with {which} model (epoch {ckpt['epoch']})",
+                                    "split": run.split, **r})
     run.mlog.close()
     run.reader.close()
     return results
@@ -594,11 +600,12 @@ def final_test(run: Run) -> dict:
 
 def finish(run: Run, results: dict) -> None:
     """results.json and results.md (rank 0), and a one-line summary in the log."""
-    if run.dist.is_main:
-        with disk_full_says(run, run.run_dir / "results.json", run.cfg.epochs):
-            write_results(run.run_dir, results)
-        from trainer.report import try_write_report
-        try_write_report(run.run_dir)  # plots and report.html
+    with distributed.agreement(run.device):  # rank 0 writes: every process learns how it went
+        if run.dist.is_main:
+            with disk_full_says(run, run.run_dir / "results.json", run.cfg.epochs):
+                write_results(run.run_dir, results)
+            from trainer.report import try_write_report
+            try_write_report(run.run_dir)  # plots and report.html
     run.log(f"test split {run.split}: best model (epoch {results['best_epoch']}) accuracy "
             f"{100 * results['test_best']['accuracy']:.1f}%, last model (epoch {results['last_epoch']}) "
             f"{100 * results['test_last']['accuracy']:.1f}%; {run.run_dir / 'results.md'}")
