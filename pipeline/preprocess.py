@@ -80,6 +80,7 @@ class RunResult:
     gone: list = field(default_factory=list)      # ids whose source file disappeared
     pruned: bool = False                          # ... and were removed (--prune-missing)
     damaged: dict = field(default_factory=dict)   # id -> why its stored entry is damaged
+    damaged_unselected: list = field(default_factory=list)   # of those, left out by --limit
     verify: bool = True                           # False: --no-verify skipped the checksums
     verified: int = 0                             # stored videos checked against checksums
     verified_bytes: int = 0
@@ -311,6 +312,7 @@ def _run(dataset: str, root, out, params: PreprocessParams, *, split_file=None,
                         already_done=len(selected) - len(todo), salvaged=writer.salvaged,
                         repaired=len(writer.repaired), changed=changed, gone=gone,
                         pruned=prune_missing, damaged=dict(writer.damaged), verify=verify,
+                        damaged_unselected=sorted(set(writer.damaged) - {v.id for v in selected}),
                         verified=writer.verified, verified_bytes=writer.verified_bytes,
                         verify_seconds=writer.verify_seconds)
         # the completion record: cleared before any decoding, set only once every selected video
@@ -406,6 +408,11 @@ def summary(res: RunResult, dataset, root, jobs, backend) -> str:
         named = [f"{i} ({why})" for i, why in sorted(res.damaged.items())[:5]]
         lines.append(f"  damaged: {len(res.damaged)} stored videos decoded again: "
                      + "; ".join(named) + ("; ..." if len(res.damaged) > 5 else ""))
+        if res.damaged_unselected:
+            lines.append(f"  of those, {len(res.damaged_unselected)} outside --limit were only "
+                         "removed from the index (run without --limit to decode them again): "
+                         + ", ".join(res.damaged_unselected[:5])
+                         + (", ..." if len(res.damaged_unselected) > 5 else ""))
     if res.decoded:
         per = res.seconds / res.decoded
         workers = "dask workers" if is_dask(backend) else f"jobs {jobs or default_jobs()}"

@@ -365,3 +365,17 @@ def test_damaged_metadata_is_refused_before_the_run_folder_and_repaired(good, tm
     (tmp_path / "mine").mkdir()
     r = CliRunner().invoke(main, train + ["--out", str(tmp_path / "mine")])
     assert isinstance(r.exception, RuntimeError) and (tmp_path / "mine").is_dir()
+
+
+def test_a_damaged_video_outside_limit_is_said_to_be_only_dropped(good, tmp_path):
+    out = tmp_path / "out"
+    assert preprocess(good, out).exit_code == 0
+    invert_bytes(out, "joy/joy_01")
+    r = preprocess(good, out, "--limit", "1")     # round robin: the first class's first video
+    assert r.exit_code == 0, r.output
+    assert ("of those, 1 outside --limit were only removed from the index (run without --limit "
+            "to decode them again): joy/joy_01") in r.output
+    assert "joy/joy_01" not in ShardReader(out).ids
+    r = preprocess(good, out)                     # without --limit: decoded again
+    assert r.exit_code == 0 and "decoded now: 1 " in r.output, r.output
+    assert CliRunner().invoke(main, ["inspect", "--verify", str(out)]).exit_code == 0
