@@ -37,8 +37,12 @@ How:
     filter chain and output instead of one per snippet (~30% less CPU of this ffmpeg for the
     80 snippets of a 112 s 640x360 video: 4.2-4.4 -> 2.7-3.3 s, the same pixels). ffmpeg builds
     whose showinfo lacks `checksum` (it would hash every frame) keep one select + scale + output
-    per snippet. Open GOPs (frames shown before a keyframe that follow it) and anything but k
-    frames per snippet take the seeking route;
+    per snippet. For H.264, the pre-roll's non-reference frames (nal_ref_idc 0: B-frames nothing
+    is predicted from, listed by reference_frames) are left out too: they change no other
+    picture (tests compare with seeking), and about half of the pre-roll is such frames in x264's
+    default GOP (10-20% less decoding for the 112 s videos of bench/etl.py). Open GOPs (frames
+    shown before a keyframe that follow it) and anything but k frames per snippet take the
+    seeking route;
   - otherwise the file is opened once per snippet with its own input seek (`-ss` before `-i`),
     each chain being trim -> scale -> crop, each to its own output (a short snippet is known
     from its output's length). (One process per snippet costs about 45% more CPU: bench/etl.py
@@ -63,7 +67,7 @@ import numpy as np
 from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError, tail
 from pipeline.params import PreprocessParams
-from pipeline.probe import FrameTable, Probe, frame_table
+from pipeline.probe import FrameTable, Probe, _parse_packets, frame_table
 
 # decode the whole file when it holds fewer than this many times the frames we keep: below that,
 # seeking (one decoder start per snippet, pre-roll from a keyframe) costs more than it saves
@@ -245,6 +249,38 @@ def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
     return got, log
 
 
+def _sum(terms: list[str]) -> str:
+    """terms joined by `+`, nested in parentheses of at most 64: ffmpeg's expression parser
+    refuses a flat sum of 100 terms or more (too deep)."""
+    while len(terms) > 64:
+        terms = ["(" + "+".join(terms[i:i + 64]) + ")" for i in range(0, len(terms), 64)]
+    return "+".join(terms)
+
+
+def reference_frames(probe: Probe, table: FrameTable) -> np.ndarray | None:
+    """Whether each frame (display order, as table.times) may be a reference for others; None when
+    unknown. H.264 only: a picture with nal_ref_idc 0 is never predicted from, so leaving it out
+    changes no other picture. Listed without decoding by the filter_units bitstream filter (the
+    packets that remain after discarding non-reference frames: ~0.05 s CPU for a 112 s video).
+    Not for HEVC, whose "non-reference" pictures may still be referenced by higher sub-layers."""
+    if probe.codec != "h264" or table is None:
+        return None
+    out = ffmpeg.input(probe.path)[f"v:{probe.video_stream}"].output(
+        "pipe:", format="framecrc", c="copy", copyinkf=None, **{"bsf:v": "filter_units=discard=nonref"})
+    try:
+        text, _ = ffmpeg_bin.run(out, path=probe.path)
+    except VideoError:  # e.g. an ffmpeg without filter_units' discard option
+        return None
+    ref = _parse_packets(text.decode("ascii", errors="replace"), 0)
+    if ref is None or len(np.unique(table.times)) != len(table.times):
+        return None
+    is_ref = np.isin(table.times, ref.times)
+    # every listed reference frame is a frame of the table, and keyframes are references
+    if not np.isin(ref.times, table.times).all() or not is_ref[table.keyframes].all():
+        return None
+    return is_ref
+
+
 def _single_pass_ranges(table: FrameTable, starts: np.ndarray, k: int) -> list[tuple[int, int]] | None:
     """Packet numbers [first, last] each snippet needs: from the last keyframe before it (in
     decoding order) to its last frame. None when frames shown before such a keyframe follow it
@@ -318,12 +354,26 @@ def _window_counts(log: str, n_out: int, lo: np.ndarray, hi: np.ndarray, order: 
     return counts
 
 
+def _kept_packets(table: FrameTable, starts: np.ndarray, k: int, ranges: list[tuple[int, int]],
+                  reference: np.ndarray | None) -> np.ndarray:
+    """Packet numbers the decoder gets (sorted): those in `ranges`, less the non-reference frames
+    (reference_frames) that are not snippet frames."""
+    keep = np.unique(np.concatenate([np.arange(a, b + 1) for a, b in ranges]))
+    if reference is None:
+        return keep
+    wanted = np.zeros(len(table.times), bool)
+    wanted[(starts[:, None] + np.arange(k)).ravel()] = True
+    drop = table.packets[~reference & ~wanted]
+    return keep[~np.isin(keep, drop)]
+
+
 def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, starts: np.ndarray,
-                 ranges: list[tuple[int, int]], one_output: bool | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ranges: list[tuple[int, int]], one_output: bool | None = None,
+                 reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The snippets from ONE decoder over the stream, fed only the packets in `ranges` (the noise
-    bitstream filter drops the rest before decoding); frames are selected by time windows.
-    Returns (frames [len(starts), k, H, W, 3], frames per snippet).
+    bitstream filter drops the rest before decoding), less the non-reference frames outside the
+    snippets when `reference` (reference_frames) says which they are; frames are selected by
+    time windows. Returns (frames [len(starts), k, H, W, 3], frames per snippet).
 
     one_output (default when the windows do not overlap and showinfo takes checksum=0): one
     select keeping the union of the windows, one scale, ONE raw output read into the snippets in
@@ -333,7 +383,9 @@ def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, star
     # the filtergraph text and the two output layouts read best together
     k, times = params.frames, table.times
     _, _, ow, oh = output_size(probe.width, probe.height, params)
-    keep = "+".join(f"between(n,{a},{b})" for a, b in ranges)
+    kept = _kept_packets(table, starts, k, ranges, reference)
+    runs = np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1)
+    keep = _sum([f"between(n,{r[0]},{r[-1]})" for r in runs])
     order = np.argsort(starts, kind="stable")  # snippets in time order
     disjoint = bool((np.diff(starts[order]) >= k).all())
     if one_output is None:
@@ -348,7 +400,7 @@ def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, star
                    for s in starts])
     window = [f"between(t,{a:.9f},{b:.9f})" for a, b in zip(lo, hi)]
     if one_output:
-        graph = (f"[0:v:{probe.video_stream}]select='{'+'.join(window)}',"
+        graph = (f"[0:v:{probe.video_stream}]select='{_sum(window)}',"
                  f"{_scale_crop(probe, params)},showinfo=checksum=0[o0]")
         n_out = 1
     else:
@@ -444,7 +496,8 @@ def decode_snippets(probe: Probe, params: PreprocessParams) -> tuple[np.ndarray,
             ranges = _single_pass_ranges(table, starts.ravel(), k)
         if ranges is not None:
             try:
-                out, counts = _single_pass(probe, params, table, starts.ravel(), ranges)
+                out, counts = _single_pass(probe, params, table, starts.ravel(), ranges,
+                                           reference=reference_frames(probe, table))
             except VideoError as e:
                 if e.reason.startswith(("truncated", "ffmpeg timed out")):
                     raise

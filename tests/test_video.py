@@ -1,4 +1,6 @@
 """Snippet decoding: the frames that come out are the frames the plan asked for, at the right size."""
+import dataclasses
+
 import ffmpeg
 import numpy as np
 import pytest
@@ -9,8 +11,8 @@ from pipeline.extract import extract_video
 from pipeline.params import PreprocessParams
 from pipeline.probe import FrameTable, frame_table, probe
 from pipeline import video
-from pipeline.video import (_single_pass, _single_pass_ranges, _window_counts, decode_all, decode_at,
-                            output_size, plan_snippets, seek_times)
+from pipeline.video import (_kept_packets, _single_pass, _single_pass_ranges, _window_counts, decode_all,
+                            decode_at, output_size, plan_snippets, reference_frames, seek_times)
 from tests import videos
 
 # small settings keep the tests fast: S*t*k = 32 frames, videos over 64 frames use seeking
@@ -228,6 +230,16 @@ def test_single_pass_decodes_the_same_pixels_as_seeking(vids, tmp_path, bframes)
         assert counts.tolist() == [k] * len(starts)
         assert np.array_equal(counters(out[None])[0], mixed[:, None] + np.arange(k))
         assert all(np.array_equal(out[i], seeking[j]) for i, j in enumerate([3, 0, 6, 1, 4, 2, 5]))
+    # B-frames that nothing is predicted from (x264's b-pyramid leaves some) need no decoding
+    # unless they are snippet frames: the decoder is given fewer packets, the pixels stay the same
+    reference = reference_frames(p, table)
+    assert reference[table.keyframes].all() and reference.all() != bframes
+    kept = _kept_packets(table, starts, k, ranges, reference)
+    assert np.isin(table.packets[(starts[:, None] + np.arange(k)).ravel()], kept).all()
+    assert (len(kept) < len(_kept_packets(table, starts, k, ranges, None))) == bframes
+    out, counts = _single_pass(p, P, table, starts, ranges, reference=reference)
+    assert counts.tolist() == [k] * len(starts) and all(map(np.array_equal, out, seeking))
+    assert reference_frames(dataclasses.replace(p, codec="hevc"), table) is None  # H.264 only
     # extract_video takes this route for long videos: the planned frames
     ex = extract_video(v, P)
     planned = plan_snippets(250, P, table.keyframes)
@@ -267,6 +279,17 @@ def test_single_pass_counts_what_damaged_data_gives_and_falls_back(vids, tmp_pat
     monkeypatch.setattr(video, "_showinfo_takes_checksum", lambda exe: False)
     good = extract_video(vids["long"], P)
     assert np.array_equal(counters(good.frames), want)
+
+
+def test_single_pass_with_more_than_100_snippets(vids):
+    # one time window and packet range per snippet: ffmpeg refuses a flat sum of 100 terms
+    p = probe(vids["long"], packets=True)
+    table = frame_table(p)
+    starts = np.arange(0, 250, 2)  # 125 snippets of one frame
+    ranges = _single_pass_ranges(table, starts, 1)
+    out, counts = _single_pass(p, P.replace(frames=1), table, starts, ranges)
+    assert counts.tolist() == [1] * 125
+    assert np.array_equal(out[:, 0], decode_all(p, P)[starts])
 
 
 def test_window_counts_trust_only_a_complete_ordered_log():
