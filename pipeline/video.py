@@ -34,13 +34,16 @@ How:
     every frame's timestamp so each frame is checked to lie in the window of the snippet it is
     read into. The same pixels as seeking (tests/test_video.py compares), with one decoder set
     up instead of one per snippet (~20% less CPU for 10 snippets of a 60 s video), and one
-    filter chain and output instead of one per snippet (~30% less CPU of this ffmpeg for the
-    80 snippets of a 112 s 640x360 video: 4.2-4.4 -> 2.7-3.3 s, the same pixels). ffmpeg builds
+    filter chain and output instead of one per snippet (the 80 snippets of bench/etl.py's 112 s
+    640x360 videos, median of 3-5 interleaved runs on a loaded 2-core machine: 3.43 -> 2.68 s
+    and 9.81 -> 8.52 s CPU, 22% and 13% less; the same pixels). ffmpeg builds
     whose showinfo lacks `checksum` (it would hash every frame) keep one select + scale + output
     per snippet. For H.264, the pre-roll's non-reference frames (nal_ref_idc 0: B-frames nothing
     is predicted from, listed by reference_frames) are left out too: they change no other
-    picture (tests compare with seeking), and about half of the pre-roll is such frames in x264's
-    default GOP (10-20% less decoding for the 112 s videos of bench/etl.py). Open GOPs (frames
+    picture (tests compare with seeking), and about half of the pre-roll is such frames with
+    x264's b-pyramid (the same 112 s videos: 8.52 -> 7.75 s CPU, 9% less, listing included;
+    2.68 -> 2.95 s median but 2.61 -> 2.44 s best for the one whose B-frames are cheap to
+    decode, within the noise). Open GOPs (frames
     shown before a keyframe that follow it) and anything but k frames per snippet take the
     seeking route;
   - otherwise the file is opened once per snippet with its own input seek (`-ss` before `-i`),
@@ -378,8 +381,8 @@ def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, star
     one_output (default when the windows do not overlap and showinfo takes checksum=0): one
     select keeping the union of the windows, one scale, ONE raw output read into the snippets in
     time order; showinfo logs every frame's timestamp, so each frame's window is checked
-    (_window_counts). ~15-20% less CPU than one select + scale + output per snippet (False),
-    which is kept for ffmpeg builds whose showinfo would hash every frame."""
+    (_window_counts). 13-22% less CPU than one select + scale + output per snippet (False, see
+    the module docstring), which is kept for ffmpeg builds whose showinfo would hash every frame."""
     # the filtergraph text and the two output layouts read best together
     k, times = params.frames, table.times
     _, _, ow, oh = output_size(probe.width, probe.height, params)
