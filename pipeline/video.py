@@ -36,16 +36,15 @@ How:
     up instead of one per snippet (~20% less CPU for 10 snippets of a 60 s video), and one
     filter chain and output instead of one per snippet (the 80 snippets of bench/etl.py's 112 s
     640x360 videos, median of 3-5 interleaved runs on a loaded 2-core machine: 3.43 -> 2.68 s
-    and 9.81 -> 8.52 s CPU, 22% and 13% less; the same pixels). ffmpeg builds
-    whose showinfo lacks `checksum` (it would hash every frame) keep one select + scale + output
-    per snippet. For H.264, the pre-roll's non-reference frames (nal_ref_idc 0: B-frames nothing
-    is predicted from, listed by reference_frames) are left out too: they change no other
-    picture (tests compare with seeking), and about half of the pre-roll is such frames with
-    x264's b-pyramid (the same 112 s videos: 8.52 -> 7.75 s CPU, 9% less, listing included;
-    2.68 -> 2.95 s median but 2.61 -> 2.44 s best for the one whose B-frames are cheap to
-    decode, within the noise). Open GOPs (frames
-    shown before a keyframe that follow it) and anything but k frames per snippet take the
-    seeking route;
+    and 9.81 -> 8.52 s CPU, 22% and 13% less). ffmpeg builds whose showinfo lacks `checksum`
+    (it would hash every frame) keep one select + scale + output per snippet.
+    For H.264 the pre-roll's non-reference frames (nal_ref_idc 0: B-frames nothing is predicted
+    from, listed by reference_frames) are left out too: they change no other picture (tests
+    compare with seeking), and about half of the pre-roll is such frames with x264's b-pyramid
+    (the same videos: 8.52 -> 7.75 s CPU, 9% less, listing included; for the one whose
+    B-frames are cheap to decode 2.68 -> 2.95 s median, 2.61 -> 2.44 s best: within the noise).
+    Open GOPs (frames shown before a keyframe that follow it) and anything but k frames per
+    snippet take the seeking route;
   - otherwise the file is opened once per snippet with its own input seek (`-ss` before `-i`),
     each chain being trim -> scale -> crop, each to its own output (a short snippet is known
     from its output's length). (One process per snippet costs about 45% more CPU: bench/etl.py
