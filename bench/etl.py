@@ -19,7 +19,10 @@ Content: animation-like clips from ffmpeg's sources, one kind per video in turn 
 mandelbrot zoom, cellauto, life), with film grain: JPEG sizes depend on content, so the
 projection is the mean over these kinds. `--configs` lists S:codec pairs measured in-process
 (default: the new default 8:jpeg, 8:raw, and the former default 1:raw).
-Results are printed and written to bench/results/etl.md.
+Per video also the single-pass route's decode variants (pipeline/video.py) when it applies
+(videos of more than 2 x S*t*k frames, e.g. `--seconds 112`, the Ekman-6 mean).
+Results are printed and written to bench/results/etl.md (`--out`); notes after the line
+KEEP_MARK in the previous file are kept.
 """
 from __future__ import annotations
 
@@ -42,9 +45,11 @@ from pipeline.extract import extract_video  # noqa: E402
 from pipeline.ffmpeg_bin import ffmpeg_exe  # noqa: E402
 from pipeline.params import PreprocessParams  # noqa: E402
 from pipeline.probe import frame_table, probe  # noqa: E402
-from pipeline.video import decode_at, plan_snippets, seek_times  # noqa: E402
+from pipeline.video import (FULL_DECODE_RATIO, _single_pass, _single_pass_ranges, decode_at,  # noqa: E402
+                            plan_snippets, reference_frames, seek_times)
 
 E6_VIDEOS, E6_MEAN_S = 1637, 112.0
+KEEP_MARK = "<!-- kept by bench/etl.py: notes written by hand below -->"
 LIMIT_GB = 30
 
 
@@ -126,6 +131,37 @@ def ours_in_process(video: Path, params: PreprocessParams, out: Path) -> tuple[i
             -1, *ex.frames.shape[-3:]))[::37]
         quality = psnr(back, flat)
     return out.stat().st_size, quality
+
+
+SINGLE_PASS = {"one output per snippet": dict(one_output=False),
+               "one output": dict(one_output=True),
+               "one output, H.264 non-reference pre-roll left out": dict(one_output=True, reference=True)}
+
+
+def single_pass_variants(video: Path, params: PreprocessParams) -> dict[str, tuple[float, float]] | None:
+    """(wall s, CPU s) of the single-pass route's video decode (pipeline/video.py) per variant, the
+    same frames each time; None when the video is decoded whole instead (too short)."""
+    p = probe(video, packets=True)
+    table = frame_table(p)
+    k = params.frames
+    if table is None or len(table.times) <= FULL_DECODE_RATIO * params.snippets * params.segments * k:
+        return None
+    starts = plan_snippets(len(table.times), params, table.keyframes).ravel()
+    ranges = _single_pass_ranges(table, starts, k)
+    if ranges is None:
+        return None
+    out, first = {}, None
+    for name, kw in SINGLE_PASS.items():
+        def run():
+            ref = reference_frames(p, table) if kw.get("reference") else None  # its listing counts
+            return _single_pass(p, params, table, starts, ranges, one_output=kw["one_output"], reference=ref)
+        (frames, counts), wall, cpu = timed(run)
+        assert (counts == k).all(), f"{video.name}: {name} gave {counts.tolist()} frames per snippet"
+        if first is None:
+            first = frames
+        assert np.array_equal(frames, first), f"{video.name}: {name} gave other pixels"
+        out[name] = (wall, cpu)
+    return out
 
 
 def has_preprocess() -> bool:
@@ -222,6 +258,7 @@ def main():
         for name, one in (("one ffmpeg, one input per snippet", True), ("one ffmpeg per snippet", False)):
             _, wall, cpu = timed(lambda: decode_at(pr, one_snippet, seeks, one_process=one))
             method[name].append((wall, cpu))
+        r["single_pass"] = single_pass_variants(v, base)
         rows.append(r)
         print(f"  {v.name}: done", flush=True)
 
@@ -285,6 +322,17 @@ def main():
         f"{name} {np.mean([w for w, _ in m]):.2f} / {np.mean([c for _, c in m]):.2f}"
         for name, m in method.items()))
     say()
+    passes = [r["single_pass"] for r in rows if r["single_pass"]]
+    if passes:
+        say(f"Single-pass route of the defaults (S = {base.snippets}: {base.snippets * base.segments} snippets "
+            "from one decoder; the frames only, the same pixels each, wall / CPU s per video, mean of "
+            f"{len(passes)}): " + "; ".join(
+                f"{name} {np.mean([x[name][0] for x in passes]):.2f} / {np.mean([x[name][1] for x in passes]):.2f}"
+                for name in SINGLE_PASS) + ".")
+    else:
+        say("Single-pass route: not taken (the videos have fewer than "
+            f"{FULL_DECODE_RATIO:g} x S*t*k frames and are decoded whole).")
+    say()
 
     # ---- disk: measured bytes per video, scaled to Ekman-6 --------------------------------
     scale = E6_MEAN_S / args.seconds
@@ -312,7 +360,10 @@ def main():
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    # hand-written notes after KEEP_MARK in the previous results are kept
+    old = out.read_text() if out.exists() else ""
+    kept = old[old.index(KEEP_MARK):] if KEEP_MARK in old else ""
+    out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
     print(f"\nwritten to {out}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

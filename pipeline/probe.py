@@ -59,6 +59,7 @@ class Probe:
     start: float = 0.0
     # (frame_table's result,) when probe(..., packets=True) listed the packets with the header
     packets: tuple | None = field(repr=False, compare=False, default=None)
+    codec: str = ""  # the video codec's ffmpeg name (h264, hevc, ...), as the header says
 
     @property
     def width(self) -> int:
@@ -171,7 +172,7 @@ def parse_header(path: str, log: str) -> Probe:
     return Probe(path=path, format=fmt, duration=duration, fps=float(fps), fps_known=fps_known,
                  coded_width=int(size.group(1)), coded_height=int(size.group(2)), sar=sar,
                  rotation=rotation, video_stream=index, has_audio=audio_count > 0,
-                 audio_stream=audio_first, log=log, start=start)
+                 audio_stream=audio_first, log=log, start=start, codec=desc.split(" ", 1)[0].rstrip(","))
 
 
 def probe(path: str | os.PathLike, packets: bool = False) -> Probe:

@@ -25,18 +25,30 @@ is centre-cropped to `max_long_side`.
 How:
 - Long videos are first listed packet by packet (timestamps, keyframe flags and decoding order,
   no decoding; see probe.frame_table). In containers with a seek index (mp4/mov, mkv/webm, flv),
-  ONE ffmpeg process then decodes all snippets, each to its own raw RGB output (a pipe), so a
-  short snippet is known exactly:
+  ONE ffmpeg process then decodes all snippets, and which frames belong to which snippet is
+  known exactly:
   - while the file has fewer than SINGLE_PASS_PACKETS packets per snippet: one decoder reads
     the stream once but is given only the packets from each snippet's keyframe to its last
-    frame (ffmpeg's `noise` bitstream filter drops the others unread), and each output selects
-    its k frames by time. The same pixels as seeking (tests/test_video.py compares), with one
-    decoder set up instead of one per snippet: ~20% less CPU for 10 snippets of a 60 s video.
+    frame (ffmpeg's `noise` bitstream filter drops the others unread); one select keeps the
+    frames inside the snippets' time windows, one scale, ONE raw RGB output, and showinfo logs
+    every frame's timestamp so each frame is checked to lie in the window of the snippet it is
+    read into. The same pixels as seeking (tests/test_video.py compares), with one decoder set
+    up instead of one per snippet (~20% less CPU for 10 snippets of a 60 s video), and one
+    filter chain and output instead of one per snippet (the 80 snippets of bench/etl.py's 112 s
+    640x360 videos, median of 3-5 interleaved runs on a loaded 2-core machine: 3.43 -> 2.68 s
+    and 9.81 -> 8.52 s CPU, 22% and 13% less). ffmpeg builds whose showinfo lacks `checksum`
+    (it would hash every frame) keep one select + scale + output per snippet.
+    For H.264 the pre-roll's non-reference frames (nal_ref_idc 0: B-frames nothing is predicted
+    from, listed by reference_frames) are left out too: they change no other picture (tests
+    compare with seeking), and about half of the pre-roll is such frames with x264's b-pyramid
+    (the same videos: 8.52 -> 7.75 s CPU, 9% less, listing included; for the one whose
+    B-frames are cheap to decode 2.68 -> 2.95 s median, 2.61 -> 2.44 s best: within the noise).
     Open GOPs (frames shown before a keyframe that follow it) and anything but k frames per
     snippet take the seeking route;
   - otherwise the file is opened once per snippet with its own input seek (`-ss` before `-i`),
-    each chain being trim -> scale -> crop. (One process per snippet costs about 45% more CPU:
-    bench/etl.py measures both.)
+    each chain being trim -> scale -> crop, each to its own output (a short snippet is known
+    from its output's length). (One process per snippet costs about 45% more CPU: bench/etl.py
+    measures both.)
 - Long videos in other containers (avi, mpeg-ts/ps, ...) are decoded in one pass and ffmpeg's
   select filter keeps only the snippet frames: exact, no seeking, memory stays small.
 - Short videos (fewer than FULL_DECODE_RATIO * S*t*k frames) are decoded whole, once, and
@@ -44,7 +56,9 @@ How:
 """
 from __future__ import annotations
 
+import functools
 import os
+import re
 import selectors
 import subprocess
 import time
@@ -55,7 +69,7 @@ import numpy as np
 from pipeline import ffmpeg_bin
 from pipeline.errors import VideoError, tail
 from pipeline.params import PreprocessParams
-from pipeline.probe import FrameTable, Probe, frame_table
+from pipeline.probe import FrameTable, Probe, _parse_packets, frame_table
 
 # decode the whole file when it holds fewer than this many times the frames we keep: below that,
 # seeking (one decoder start per snippet, pre-roll from a keyframe) costs more than it saves
@@ -175,12 +189,14 @@ def _snippet_args(probe: Probe, params: PreprocessParams, seeks, outputs: list[s
     return args
 
 
-def _run_into(make_args, views: list[memoryview], path: str) -> list[int]:
+def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
     """Run ffmpeg with arguments make_args(output names), output i going to a pipe read straight
-    into views[i]; returns the bytes each output wrote (more than fits is dropped, but counted).
-    Errors as ffmpeg_bin.run.
+    into views[i] (a memoryview, or a list of them filled one after the other); returns (bytes
+    each output wrote, ffmpeg's log). More than fits is dropped, but counted. Errors as
+    ffmpeg_bin.run.
 
     Pipes, not temporary files: no page-cache copy to write, read back and delete (POSIX)."""
+    targets = [list(v) if isinstance(v, (list, tuple)) else [v] for v in views]
     pipes = [os.pipe() for _ in views]
     cmd = [ffmpeg_bin.ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-y",
            *make_args([f"pipe:{w}" for _, w in pipes])]
@@ -191,6 +207,7 @@ def _run_into(make_args, views: list[memoryview], path: str) -> list[int]:
         for _, w in pipes:
             os.close(w)
     got, err = [0] * len(views), []
+    part, filled = [0] * len(views), [0] * len(views)  # which view of the list, bytes in it
     deadline = None if ffmpeg_bin.DEFAULT_TIMEOUT is None else time.monotonic() + ffmpeg_bin.DEFAULT_TIMEOUT
     with selectors.DefaultSelector() as sel:
         for i, (r, _) in enumerate(pipes):
@@ -209,11 +226,15 @@ def _run_into(make_args, views: list[memoryview], path: str) -> list[int]:
                     if i < 0:
                         chunk = os.read(key.fd, 1 << 16)
                         err.append(chunk)
-                    elif got[i] < len(views[i]):
-                        chunk = os.readv(key.fd, [views[i][got[i]:]])
-                        got[i] += chunk
-                    else:  # more than asked for: dropped, but counted
-                        chunk = len(os.read(key.fd, 1 << 16))
+                    else:
+                        t = targets[i]
+                        while part[i] < len(t) and filled[i] == len(t[part[i]]):
+                            part[i], filled[i] = part[i] + 1, 0
+                        if part[i] < len(t):
+                            chunk = os.readv(key.fd, [t[part[i]][filled[i]:]])
+                            filled[i] += chunk
+                        else:  # more than asked for: dropped, but counted
+                            chunk = len(os.read(key.fd, 1 << 16))
                         got[i] += chunk
                     if not chunk:
                         sel.unregister(key.fileobj)
@@ -227,7 +248,39 @@ def _run_into(make_args, views: list[memoryview], path: str) -> list[int]:
         raise VideoError("decode failed", tail(log), path)
     if "partial file" in log:  # as ffmpeg_bin.run: the index points past the end of the file
         raise VideoError("truncated file (data ends before the container index)", tail(log), path)
-    return got
+    return got, log
+
+
+def _sum(terms: list[str]) -> str:
+    """terms joined by `+`, nested in parentheses of at most 64: ffmpeg's expression parser
+    refuses a flat sum of 100 terms or more (too deep)."""
+    while len(terms) > 64:
+        terms = ["(" + "+".join(terms[i:i + 64]) + ")" for i in range(0, len(terms), 64)]
+    return "+".join(terms)
+
+
+def reference_frames(probe: Probe, table: FrameTable) -> np.ndarray | None:
+    """Whether each frame (display order, as table.times) may be a reference for others; None when
+    unknown. H.264 only: a picture with nal_ref_idc 0 is never predicted from, so leaving it out
+    changes no other picture. Listed without decoding by the filter_units bitstream filter (the
+    packets that remain after discarding non-reference frames: ~0.05 s CPU for a 112 s video).
+    Not for HEVC, whose "non-reference" pictures may still be referenced by higher sub-layers."""
+    if probe.codec != "h264" or table is None:
+        return None
+    out = ffmpeg.input(probe.path)[f"v:{probe.video_stream}"].output(
+        "pipe:", format="framecrc", c="copy", copyinkf=None, **{"bsf:v": "filter_units=discard=nonref"})
+    try:
+        text, _ = ffmpeg_bin.run(out, path=probe.path)
+    except VideoError:  # e.g. an ffmpeg without filter_units' discard option
+        return None
+    ref = _parse_packets(text.decode("ascii", errors="replace"), 0)
+    if ref is None or len(np.unique(table.times)) != len(table.times):
+        return None
+    is_ref = np.isin(table.times, ref.times)
+    # every listed reference frame is a frame of the table, and keyframes are references
+    if not np.isin(ref.times, table.times).all() or not is_ref[table.keyframes].all():
+        return None
+    return is_ref
 
 
 def _single_pass_ranges(table: FrameTable, starts: np.ndarray, k: int) -> list[tuple[int, int]] | None:
@@ -251,33 +304,129 @@ def _single_pass_ranges(table: FrameTable, starts: np.ndarray, k: int) -> list[t
     return ranges
 
 
+@functools.lru_cache(maxsize=None)
+def _showinfo_takes_checksum(exe: str) -> bool:
+    """Whether this ffmpeg's showinfo filter has the `checksum` option (to log frames without
+    hashing their pixels); builds without it take the one-output-per-snippet graph."""
+    try:
+        r = subprocess.run([exe, "-hide_banner", "-h", "filter=showinfo"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(r"^\s*checksum\b", r.stdout, re.M) is not None
+
+
+# showinfo's lines: its input time base once per configuration, then one line per frame
+_SHOWINFO = re.compile(r"^\[Parsed_showinfo_\d+ @ [^\]]*\] "
+                       r"(?:config in time_base: (\d+)/(\d+)|n: *\d+ pts: *(-?\d+) )", re.M)
+
+
+def _logged_times(log: str) -> list[float] | None:
+    """Time (s, as select's `t`) of every frame showinfo logged, in output order; None when a
+    frame line comes before any time base."""
+    times, tb = [], None
+    for m in _SHOWINFO.finditer(log):
+        if m.group(1) is not None:
+            tb = int(m.group(1)) / int(m.group(2))
+        elif tb is None:
+            return None
+        else:
+            times.append(int(m.group(3)) * tb)
+    return times
+
+
+def _window_counts(log: str, n_out: int, lo: np.ndarray, hi: np.ndarray, order: np.ndarray,
+                   k: int) -> np.ndarray:
+    """Frames of each window (snippet) in the one output, from showinfo's log; all k only when the
+    j-th frame out lies in window order[j // k], i.e. the blocks of k frames read into the
+    snippets in time order are exactly their windows' frames. Zeros when the log cannot say."""
+    n = len(lo)
+    times = _logged_times(log)
+    if times is None or len(times) != n_out:  # e.g. a frame without a timestamp: not logged as one
+        return np.zeros(n, np.int64)
+    t = np.asarray(times, np.float64)
+    lo_s, hi_s = lo[order], hi[order]
+    w = np.searchsorted(lo_s, t, side="right") - 1  # the window starting last at or before t
+    inside = (w >= 0) & (t <= hi_s[np.maximum(w, 0)])
+    counts = np.zeros(n, np.int64)
+    counts[order] = np.bincount(w[inside], minlength=n)[:n]
+    placed = inside.all() and np.array_equal(w, np.arange(n_out) // k)
+    if (counts == k).all() and not placed:  # right counts, wrong order: nothing can be trusted
+        return np.zeros(n, np.int64)
+    return counts
+
+
+def _kept_packets(table: FrameTable, starts: np.ndarray, k: int, ranges: list[tuple[int, int]],
+                  reference: np.ndarray | None) -> np.ndarray:
+    """Packet numbers the decoder gets (sorted): those in `ranges`, less the non-reference frames
+    (reference_frames) that are not snippet frames."""
+    keep = np.unique(np.concatenate([np.arange(a, b + 1) for a, b in ranges]))
+    if reference is None:
+        return keep
+    wanted = np.zeros(len(table.times), bool)
+    wanted[(starts[:, None] + np.arange(k)).ravel()] = True
+    drop = table.packets[~reference & ~wanted]
+    return keep[~np.isin(keep, drop)]
+
+
 def _single_pass(probe: Probe, params: PreprocessParams, table: FrameTable, starts: np.ndarray,
-                 ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+                 ranges: list[tuple[int, int]], one_output: bool | None = None,
+                 reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The snippets from ONE decoder over the stream, fed only the packets in `ranges` (the noise
-    bitstream filter drops the rest before decoding); each output selects its k frames by time.
-    Returns (frames [len(starts), k, H, W, 3], frames written per snippet)."""
+    bitstream filter drops the rest before decoding), less the non-reference frames outside the
+    snippets when `reference` (reference_frames) says which they are; frames are selected by
+    time windows. Returns (frames [len(starts), k, H, W, 3], frames per snippet).
+
+    one_output (default when the windows do not overlap and showinfo takes checksum=0): one
+    select keeping the union of the windows, one scale, ONE raw output read into the snippets in
+    time order; showinfo logs every frame's timestamp, so each frame's window is checked
+    (_window_counts). 13-22% less CPU than one select + scale + output per snippet (False, see
+    the module docstring), which is kept for ffmpeg builds whose showinfo would hash every frame."""
+    # the filtergraph text and the two output layouts read best together
     k, times = params.frames, table.times
     _, _, ow, oh = output_size(probe.width, probe.height, params)
-    keep = "+".join(f"between(n,{a},{b})" for a, b in ranges)
-    chains = []
-    for i, s in enumerate(starts):
-        # half-way to the neighbouring frames: robust to rounding of the timestamps
-        lo = (times[s - 1] + times[s]) / 2 if s > 0 else times[s] - 1
-        hi = (times[s + k - 1] + times[s + k]) / 2 if s + k < len(times) else times[-1] + 1
-        chains.append(f"[p{i}]select='between(t,{lo:.9f},{hi:.9f})',{_scale_crop(probe, params)}[o{i}]")
-    graph = (f"[0:v:{probe.video_stream}]split={len(starts)}" + "".join(f"[p{i}]" for i in range(len(starts)))
-             + ";" + ";".join(chains))
+    kept = _kept_packets(table, starts, k, ranges, reference)
+    runs = np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1)
+    keep = _sum([f"between(n,{r[0]},{r[-1]})" for r in runs])
+    order = np.argsort(starts, kind="stable")  # snippets in time order
+    disjoint = bool((np.diff(starts[order]) >= k).all())
+    if one_output is None:
+        one_output = disjoint and _showinfo_takes_checksum(ffmpeg_bin.ffmpeg_exe())
+    elif one_output and not disjoint:
+        raise ValueError("one output needs snippets that do not overlap")
+    # windows half-way to the neighbouring frames: robust to rounding of the timestamps; the
+    # numbers as written into the graph, so that Python places frames exactly as select keeps them
+    lo = np.array([float(f"{(times[s - 1] + times[s]) / 2 if s > 0 else times[s] - 1:.9f}")
+                   for s in starts])
+    hi = np.array([float(f"{(times[s + k - 1] + times[s + k]) / 2 if s + k < len(times) else times[-1] + 1:.9f}")
+                   for s in starts])
+    window = [f"between(t,{a:.9f},{b:.9f})" for a, b in zip(lo, hi)]
+    if one_output:
+        graph = (f"[0:v:{probe.video_stream}]select='{_sum(window)}',"
+                 f"{_scale_crop(probe, params)},showinfo=checksum=0[o0]")
+        n_out = 1
+    else:
+        graph = (f"[0:v:{probe.video_stream}]split={len(starts)}" + "".join(f"[p{i}]" for i in range(len(starts)))
+                 + ";" + ";".join(f"[p{i}]select='{w}',{_scale_crop(probe, params)}[o{i}]"
+                                  for i, w in enumerate(window)))
+        n_out = len(starts)
 
     def args(outputs):
-        a = ["-threads", "1", f"-bsf:v:{probe.video_stream}", f"noise=drop='not({keep})'", "-i", probe.path,
-             "-filter_complex", graph, "-filter_complex_threads", "1"]
+        a = ["-v", "info", "-threads", "1", f"-bsf:v:{probe.video_stream}", f"noise=drop='not({keep})'",
+             "-i", probe.path, "-filter_complex", graph, "-filter_complex_threads", "1"]
         for i, out in enumerate(outputs):
             a += ["-map", f"[o{i}]", "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", out]
         return a
 
     out = np.empty((len(starts), k, oh, ow, 3), np.uint8)
-    got = _run_into(args, [memoryview(out[i].reshape(-1)) for i in range(len(starts))], probe.path)
-    return out, np.asarray(got) // (oh * ow * 3)
+    frame = oh * ow * 3
+    if one_output:
+        (got,), log = _run_into(args, [[memoryview(out[i].reshape(-1)) for i in order]], probe.path)
+        if got % frame:
+            return out, np.zeros(len(starts), np.int64)
+        return out, _window_counts(log, got // frame, lo, hi, order, k)
+    got, _ = _run_into(args, [memoryview(out[i].reshape(-1)) for i in range(n_out)], probe.path)
+    return out, np.asarray(got) // frame
 
 
 def _decode_at(probe: Probe, params: PreprocessParams, seeks, one_process: bool = True
@@ -289,9 +438,9 @@ def _decode_at(probe: Probe, params: PreprocessParams, seeks, one_process: bool 
     out = np.empty((len(seeks), params.frames, oh, ow, 3), np.uint8)
     views = [memoryview(out[i].reshape(-1)) for i in range(len(seeks))]
     if one_process:
-        got = _run_into(lambda outs: _snippet_args(probe, params, seeks, outs), views, probe.path)
+        got, _ = _run_into(lambda outs: _snippet_args(probe, params, seeks, outs), views, probe.path)
     else:
-        got = [_run_into(lambda outs: _snippet_args(probe, params, [s], outs), [v], probe.path)[0]
+        got = [_run_into(lambda outs: _snippet_args(probe, params, [s], outs), [v], probe.path)[0][0]
                for s, v in zip(seeks, views)]
     return out, np.asarray(got) // frame
 
@@ -349,7 +498,8 @@ def decode_snippets(probe: Probe, params: PreprocessParams) -> tuple[np.ndarray,
             ranges = _single_pass_ranges(table, starts.ravel(), k)
         if ranges is not None:
             try:
-                out, counts = _single_pass(probe, params, table, starts.ravel(), ranges)
+                out, counts = _single_pass(probe, params, table, starts.ravel(), ranges,
+                                           reference=reference_frames(probe, table))
             except VideoError as e:
                 if e.reason.startswith(("truncated", "ffmpeg timed out")):
                     raise

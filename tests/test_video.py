@@ -1,4 +1,6 @@
 """Snippet decoding: the frames that come out are the frames the plan asked for, at the right size."""
+import dataclasses
+
 import ffmpeg
 import numpy as np
 import pytest
@@ -8,8 +10,9 @@ from pipeline.errors import VideoError
 from pipeline.extract import extract_video
 from pipeline.params import PreprocessParams
 from pipeline.probe import FrameTable, frame_table, probe
-from pipeline.video import (_single_pass, _single_pass_ranges, decode_all, decode_at, output_size,
-                            plan_snippets, seek_times)
+from pipeline import video
+from pipeline.video import (_kept_packets, _single_pass, _single_pass_ranges, _window_counts, decode_all,
+                            decode_at, output_size, plan_snippets, reference_frames, seek_times)
 from tests import videos
 
 # small settings keep the tests fast: S*t*k = 32 frames, videos over 64 frames use seeking
@@ -218,15 +221,92 @@ def test_single_pass_decodes_the_same_pixels_as_seeking(vids, tmp_path, bframes)
     starts = np.array([0, 25, 37, 100, 163, 230, 250 - k])
     ranges = _single_pass_ranges(table, starts, k)
     assert ranges is not None
-    out, counts = _single_pass(p, P, table, starts, ranges)
-    assert counts.tolist() == [k] * len(starts)
-    assert np.array_equal(counters(out[None])[0], starts[:, None] + np.arange(k))
     seeking = decode_at(p, P, seek_times(table.times, starts, table.keyframes))
-    assert all(np.array_equal(a, b) for a, b in zip(out, seeking))
+    # one output for all snippets (frames placed by showinfo's timestamps) and one per snippet;
+    # snippets out of time order, as plan_snippets lays them out
+    mixed = starts[[3, 0, 6, 1, 4, 2, 5]]
+    for one_output in (True, False):
+        out, counts = _single_pass(p, P, table, mixed, ranges, one_output=one_output)
+        assert counts.tolist() == [k] * len(starts)
+        assert np.array_equal(counters(out[None])[0], mixed[:, None] + np.arange(k))
+        assert all(np.array_equal(out[i], seeking[j]) for i, j in enumerate([3, 0, 6, 1, 4, 2, 5]))
+    # B-frames that nothing is predicted from (x264's b-pyramid leaves some) need no decoding
+    # unless they are snippet frames: the decoder is given fewer packets, the pixels stay the same
+    reference = reference_frames(p, table)
+    assert reference[table.keyframes].all() and reference.all() != bframes
+    kept = _kept_packets(table, starts, k, ranges, reference)
+    assert np.isin(table.packets[(starts[:, None] + np.arange(k)).ravel()], kept).all()
+    assert (len(kept) < len(_kept_packets(table, starts, k, ranges, None))) == bframes
+    out, counts = _single_pass(p, P, table, starts, ranges, reference=reference)
+    assert counts.tolist() == [k] * len(starts) and all(map(np.array_equal, out, seeking))
+    assert reference_frames(dataclasses.replace(p, codec="hevc"), table) is None  # H.264 only
     # extract_video takes this route for long videos: the planned frames
     ex = extract_video(v, P)
     planned = plan_snippets(250, P, table.keyframes)
     assert np.array_equal(counters(ex.frames), planned[..., None] + np.arange(k))
+
+
+def _damaged(src, dst, packet):
+    """A copy of src whose packet number `packet` has every other byte garbled: that frame does
+    not decode, the packet list still holds it."""
+    ffmpeg_bin.run(ffmpeg.input(str(src)).output(str(dst), c="copy", **{"bsf:v": f"noise=amount=eq(n\\,{packet})*2"}))
+    return dst
+
+
+def test_single_pass_counts_what_damaged_data_gives_and_falls_back(vids, tmp_path, monkeypatch):
+    clean = probe(vids["long"], packets=True)
+    planned = plan_snippets(250, P, frame_table(clean).keyframes)
+    hit = int(planned[0, 1]) + 2  # a frame inside the second snippet
+    v = _damaged(vids["long"], tmp_path / "damaged.mp4", hit)
+    p = probe(v, packets=True)
+    table = frame_table(p)
+    assert len(table.times) == 250  # listed, but it will not decode
+    starts = planned.ravel()
+    ranges = _single_pass_ranges(table, starts, P.frames)
+    for one_output in (True, False):
+        _, counts = _single_pass(p, P, table, starts, ranges, one_output=one_output)
+        assert counts.tolist() == [4 if i != 1 else 3 for i in range(len(starts))]
+    # extract_video: the seeking route's frames instead (k successive decoded frames: the damaged
+    # snippet goes on one frame further, its frames after the loss decoded from a wrong reference)
+    ex = extract_video(v, P)
+    seeking = decode_at(p, P, seek_times(table.times, starts, table.keyframes))
+    assert np.array_equal(ex.frames.reshape(-1, 4, 64, 85, 3), np.stack(seeking))
+    c, want = counters(ex.frames), planned[..., None] + np.arange(4)
+    assert c[0, 1, :2].tolist() == want[0, 1, :2].tolist()
+    c[0, 1] = want[0, 1]
+    assert np.array_equal(c, want)
+    # ffmpeg builds whose showinfo lacks checksum=0 take the output-per-snippet graph: same frames
+    monkeypatch.setattr(video, "_showinfo_takes_checksum", lambda exe: False)
+    good = extract_video(vids["long"], P)
+    assert np.array_equal(counters(good.frames), want)
+
+
+def test_single_pass_with_more_than_100_snippets(vids):
+    # one time window and packet range per snippet: ffmpeg refuses a flat sum of 100 terms
+    p = probe(vids["long"], packets=True)
+    table = frame_table(p)
+    starts = np.arange(0, 250, 2)  # 125 snippets of one frame
+    ranges = _single_pass_ranges(table, starts, 1)
+    out, counts = _single_pass(p, P.replace(frames=1), table, starts, ranges)
+    assert counts.tolist() == [1] * 125
+    assert np.array_equal(out[:, 0], decode_all(p, P)[starts])
+
+
+def test_window_counts_trust_only_a_complete_ordered_log():
+    lo, hi, order = np.array([0.98, -1.0]), np.array([1.06, 0.06]), np.array([1, 0])
+
+    def log(pts, tb="1/100"):
+        lines = [f"[Parsed_showinfo_3 @ 0x55d0] config in time_base: {tb}, frame_rate: 25/1"] if tb else []
+        lines += [f"[Parsed_showinfo_3 @ 0x55d0] n:{i:4d} pts:{x:7d} pts_time:{x / 100:<7g} duration: 4"
+                  for i, x in enumerate(pts)]
+        return "\n".join(["frame=  12 fps=0.0", *lines, "[out#0/rawvideo @ 0x1] video:1KiB"])
+
+    assert _window_counts(log([0, 4, 100, 104]), 4, lo, hi, order, 2).tolist() == [2, 2]
+    assert _window_counts(log([0, 100, 104]), 3, lo, hi, order, 2).tolist() == [2, 1]
+    assert _window_counts(log([0, 4, 8, 100]), 4, lo, hi, order, 2).tolist() == [1, 2]  # 8: no window
+    assert _window_counts(log([100, 104, 0, 4]), 4, lo, hi, order, 2).tolist() == [0, 0]  # out of order
+    assert _window_counts(log([0, 4, 100, 104]), 5, lo, hi, order, 2).tolist() == [0, 0]  # a frame not logged
+    assert _window_counts(log([0, 4, 100, 104], tb=None), 4, lo, hi, order, 2).tolist() == [0, 0]
 
 
 def test_open_gop_takes_the_seeking_route():
