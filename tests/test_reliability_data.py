@@ -365,6 +365,9 @@ def test_damaged_metadata_is_refused_before_the_run_folder_and_repaired(good, tm
     (tmp_path / "mine").mkdir()
     r = CliRunner().invoke(main, train + ["--out", str(tmp_path / "mine")])
     assert isinstance(r.exception, RuntimeError) and (tmp_path / "mine").is_dir()
+    # --split all: its own config.json goes too when no split got as far as a checkpoint
+    r = CliRunner().invoke(main, train + ["--split", "all", "--out", str(tmp_path / "all")])
+    assert isinstance(r.exception, RuntimeError) and not (tmp_path / "all").exists()
 
 
 def test_a_damaged_video_outside_limit_is_said_to_be_only_dropped(good, tmp_path):

@@ -30,7 +30,14 @@ KEPT = ("every split's results are kept: free space, then run the same command w
 
 def run_all_splits(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     """Train and test every split of cfg.data; returns the summary (also written to RUN_DIR;
-    `summary_markdown` makes the table the command line prints). `quiet`: no progress bars."""
+    `summary_markdown` makes the table the command line prints). `quiet`: no progress bars.
+    A command that fails before any split has saved a checkpoint leaves no folder of its own."""
+    from trainer.train import unused_run_dir_discarded
+    with unused_run_dir_discarded(cfg.out):
+        return _run_all_splits(cfg, quiet)
+
+
+def _run_all_splits(cfg: run_config.RunConfig, quiet: bool) -> dict:
     from trainer.data import open_data
     from trainer.train import train
     reader = open_data(cfg.data)

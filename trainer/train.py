@@ -133,10 +133,18 @@ def brief(r: dict) -> dict:
 
 def train(cfg: run_config.RunConfig, quiet: bool = False) -> dict:
     """`_train`; a run that fails before it has saved a checkpoint leaves no folder of its own."""
-    run_dir = Path(cfg.out).absolute()
+    with unused_run_dir_discarded(cfg.out):
+        return _train(cfg, quiet)
+
+
+@contextlib.contextmanager
+def unused_run_dir_discarded(out):
+    """On a failure inside, remove the run folder `out` if this command created it and it holds
+    only what setup wrote (discard_unused_run_dir); rank 0 alone touches files."""
+    run_dir = Path(out).absolute()
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]   # by this run, if any
     try:
-        return _train(cfg, quiet)
+        yield
     except BaseException:
         if made and distributed.rank() == 0:
             discard_unused_run_dir(run_dir, made)
