@@ -6,6 +6,7 @@ so that `vaanet --help` is instant. The library logs through `logging`; `main` c
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -492,6 +493,28 @@ def _check_gpus(gpus: int, device: str) -> None:
         raise click.UsageError(f"--gpus {gpus} --device cuda but no CUDA device is available")
 
 
+@contextlib.contextmanager
+def _training_run_ends():
+    """How `train` and `ablate` end on a failure they expect: a usage error (exit 2), a full disk
+    (its message says what is intact and how to go on; exit 3), another --gpus process's failure
+    (its status); the process group is left in every case."""
+    from trainer import distributed, run_config
+    from trainer.errors import DiskFullError
+    try:
+        yield
+    except run_config.RunError as e:
+        raise click.UsageError(str(e)) from None
+    except DiskFullError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(DiskFullError.EXIT_STATUS) from None
+    except distributed.PeerFailed as e:  # rank 0 has said what happened; stop with its status
+        if distributed.rank() == 0:
+            click.echo(f"Error: {e}", err=True)
+        raise SystemExit(e.status) from None
+    finally:
+        distributed.cleanup()
+
+
 def _relaunch(gpus: int, batch_size: int, out: str | None = None, device: str = "auto") -> None:
     """`--gpus N`: run the same command line under torchrun with N processes, then exit; `out`
     is passed on explicitly so that every process writes to the folder resolved here. N is
@@ -555,9 +578,8 @@ def train(ctx, config_file, gpus, **values):
     free space, then the same command with --resume), 1 a bug (traceback). With --gpus N
     every process stops with the status of the one that failed.
     """
-    from trainer import distributed, run_config
+    from trainer import distributed
     _allow_incomplete(values.pop("allow_incomplete"))
-    from trainer.errors import DiskFullError
     # without --out, a repeated command starts a new run (runs/NAME-2, ...); under torchrun the
     # launching process has resolved the folder already and passed it with --out
     cfg = _resolve_run(ctx, values, config_file, fresh_out=not distributed.under_torchrun())
@@ -565,7 +587,7 @@ def train(ctx, config_file, gpus, **values):
         raise click.UsageError("no --data given and data/processed/demo does not exist: pass "
                                "--data DIR or run `vaanet preprocess --dataset demo` first")
     _relaunch(gpus, cfg.batch_size, cfg.out, cfg.device)
-    try:
+    with _training_run_ends():
         if cfg.split == "all":
             from trainer.protocol import run_all_splits, summary_markdown
             text = summary_markdown(run_all_splits(cfg, quiet=_quiet()))
@@ -574,17 +596,6 @@ def train(ctx, config_file, gpus, **values):
             text = results_table(run_training(cfg, quiet=_quiet())) + (
                 f"\n\nrun folder: {cfg.out} (checkpoints, metrics.jsonl, predictions, results.md); "
                 f"vaanet evaluate --run {cfg.out}")
-    except run_config.RunError as e:
-        raise click.UsageError(str(e)) from None
-    except DiskFullError as e:  # the message says what is intact and how to go on
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(DiskFullError.EXIT_STATUS) from None
-    except distributed.PeerFailed as e:  # --gpus: another process failed; stop with its status
-        if distributed.rank() == 0:
-            click.echo(f"Error: {e}", err=True)
-        raise SystemExit(e.status) from None
-    finally:
-        distributed.cleanup()
     if distributed.rank() == 0:
         click.echo(text)
 
@@ -653,9 +664,8 @@ def ablate(ctx, attns, config_file, gpus, **values):
     OUT/ablation.csv; each row's run is OUT/<attention>-<loss>/ (a full `vaanet train` RUN_DIR).
     With --split all each row runs every split and reports the mean.
     """
-    from trainer import distributed, run_config
+    from trainer import distributed
     _allow_incomplete(values.pop("allow_incomplete"))
-    from trainer.errors import DiskFullError
     given_loss = values.pop("loss")
     # without --out, the same command again starts a new table (-2, -3, ...), as train does
     cfg = _resolve_run(ctx, values, config_file, out_prefix="ablate-",
@@ -663,20 +673,9 @@ def ablate(ctx, attns, config_file, gpus, **values):
     if cfg.data is None:
         raise click.UsageError("no --data given and data/processed/demo does not exist")
     _relaunch(gpus, cfg.batch_size, cfg.out, device=cfg.device)
-    try:
+    with _training_run_ends():
         from trainer.ablate import markdown, run_ablation
         table = run_ablation(cfg, list(attns), [given_loss] if given_loss else [], quiet=_quiet())
-    except run_config.RunError as e:
-        raise click.UsageError(str(e)) from None
-    except DiskFullError as e:  # the message says what is intact and how to go on
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(DiskFullError.EXIT_STATUS) from None
-    except distributed.PeerFailed as e:  # --gpus: another process failed; stop with its status
-        if distributed.rank() == 0:
-            click.echo(f"Error: {e}", err=True)
-        raise SystemExit(e.status) from None
-    finally:
-        distributed.cleanup()
     if distributed.rank() == 0:
         click.echo(markdown(table))
 
