@@ -55,6 +55,7 @@ from pipeline.demo import make_demo_videos  # noqa: E402
 from pipeline.params import PreprocessParams  # noqa: E402
 from trainer.device import (autocast, channels_last_3d, default_workers, resolve_amp,  # noqa: E402
                             resolve_device)
+from trainer.batch_slots import release_batch  # noqa: E402
 from trainer.loader import ClipDataset, make_loader, to_device_batch  # noqa: E402
 
 # published dense (no sparsity) bf16 tensor-core peaks, TFLOP/s; the first name found in the
@@ -228,11 +229,14 @@ def measure_loader(shards: Path, cfg, batch: int, workers: int, samples: int, de
     loader = make_loader(ds, batch, train=True, workers=workers, seed=0, device=device)
     cpu0, t0 = os.times(), time.perf_counter()
     it = iter(loader)
-    n_first = len(to_device_batch(next(it), device, train=True)["label"])
+    first = next(it)
+    n_first = len(to_device_batch(first, device, train=True)["label"])
+    release_batch(first)
     sync(device)
     t1, n = time.perf_counter(), 0
     for batch_ in it:
         n += len(to_device_batch(batch_, device, train=True)["label"])
+        release_batch(batch_)   # as the trainer does after its step
     sync(device)
     t2 = time.perf_counter()
     del it, loader

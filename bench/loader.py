@@ -49,6 +49,7 @@ from model.config import preset  # noqa: E402
 from pipeline import preprocess  # noqa: E402
 from pipeline.datasets import load_definition  # noqa: E402
 from pipeline.ffmpeg_bin import ffmpeg_exe  # noqa: E402
+from trainer.batch_slots import release_batch  # noqa: E402
 from trainer.loader import ClipDataset, make_loader  # noqa: E402
 from pipeline.params import PreprocessParams  # noqa: E402
 from pipeline.reader import ShardReader  # noqa: E402
@@ -197,7 +198,10 @@ def measure(loader) -> dict:
     it = iter(loader)
     first = next(it)["label"].shape[0]
     t1 = time.perf_counter()
-    n = sum(batch["label"].shape[0] for batch in it)
+    n = 0
+    for batch in it:
+        n += batch["label"].shape[0]
+        release_batch(batch)   # as the trainer does after its step (no-op for the baseline)
     t2 = time.perf_counter()
     del it
     return {"samples_per_s": n / (t2 - t1), "timed": n, "total": n + first, "first_batch_s": t1 - t0,

@@ -82,6 +82,7 @@ def time_steps(cfg, device, batch: int, steps: int, warmup: int, amp: str | None
 
 def loader_rate_from_data(data: str, cfg, workers: int, batch: int, samples: int) -> float:
     """Samples/s of the streaming loader over the shards in `data` (train mode, this config)."""
+    from trainer.batch_slots import release_batch
     from trainer.loader import ClipDataset, make_loader
     from pipeline.reader import ShardReader
     reader = ShardReader(data)
@@ -94,6 +95,7 @@ def loader_rate_from_data(data: str, cfg, workers: int, batch: int, samples: int
     t0, n = time.perf_counter(), 0
     for b in it:
         n += b["label"].shape[0]
+        release_batch(b)   # as the trainer does after its step
     return n / (time.perf_counter() - t0)
 
 

@@ -287,7 +287,7 @@ def test_worker_batches_equal_the_stacked_items(reader):
     loader.sampler.set_epoch(2)
     for batch in loader:
         items = default_collate([ds[(int(i), 2)] for i in batch["index"]])
-        assert batch.keys() == items.keys()
+        assert batch.keys() - {"slot"} == items.keys()
         for k in items:
             assert batch[k].dtype == items[k].dtype and torch.equal(batch[k], items[k]), k
     visual_only = ClipDataset(reader, reader.ids, config(streams="visual"), train=False)
@@ -342,8 +342,10 @@ def test_small_shm_is_reported_when_a_loader_starts(reader, monkeypatch):
     monkeypatch.setattr(loader, "check_shm", lambda need: sizes.append(need))
     ds = ClipDataset(reader, reader.ids, config(), train=True)
     make_loader(ds, 4, train=True, workers=2, prefetch_factor=3)
-    # 2 workers x 3 batches x 4 samples of uint8 4x8x64x64x3 + float32 MFCC 4x32x32
-    assert sizes == [2 * 3 * 4 * (4 * 8 * 64 * 64 * 3 + 4 * 4 * 32 * 32)]
+    # 2 workers x (3 batches in flight + 1 with the consumer) x 4 samples of uint8
+    # 4x8x64x64x3 + float32 MFCC 4x32x32
+    assert sizes == [2 * (3 + 1) * 4 * (4 * 8 * 64 * 64 * 3 + 4 * 4 * 32 * 32)]
+    assert ds.batch_slots == 3 + 1
     make_loader(ds, 4, train=True, workers=0)
     assert len(sizes) == 1  # no workers: nothing goes through shared memory
     assert device.shm_warning(64 * 2**20, sizes[0]) is not None

@@ -51,6 +51,7 @@ def predict(model, evalset: EvalSet, device, amp="none", criterion=None) -> dict
     Returns dict(ids, labels [N], probs [N, C], loss (mean, when `criterion` is given)).
     Deterministic: cuDNN's autotuner is off during the pass (see device.cudnn_autotune).
     """
+    from trainer.batch_slots import release_batch
     from trainer.loader import to_device_batch
     was_training = model.training
     model.eval()
@@ -65,6 +66,7 @@ def predict(model, evalset: EvalSet, device, amp="none", criterion=None) -> dict
         probs.append(torch.softmax(logits, dim=1).cpu().numpy())
         labels.append(batch["label"].numpy())
         positions.append(evalset.positions[batch["index"].numpy()])
+        release_batch(batch)   # everything kept above is a copy
     model.train(was_training)
     gathered = distributed.all_gather_object((positions, labels, probs, loss_sum))
     pos = np.concatenate([p for g in gathered for p in g[0]])

@@ -10,6 +10,8 @@ pinning the CUDA driver would make the same host copy itself, on the training th
 ([t, k, crop, crop, 3], as stored) on the CPU; the permute to the model's channels-first layout,
 the flip, float conversion and normalisation happen on the device (permute and flip here in
 `to_device_batch`, the rest in the model), so the CPU work per sample is a read and one copy.
+A worker fills the same few shared buffers again and again once the consumer releases them
+(trainer/batch_slots.py): fresh shared memory per batch would cost more system CPU than the read.
 
     ds = ClipDataset(reader, reader.split_ids("alternating", "train"), cfg, train=True, seed=0)
     loader = make_loader(ds, batch_size=32, train=True, workers=4, seed=0)
@@ -18,8 +20,9 @@ the flip, float conversion and normalisation happen on the device (permute and f
         loader.sampler.set_epoch(epoch)            # new shuffle and new crops, reproducibly
         meter.reset()
         for batch in meter.wrap(loader):
-            batch = to_device_batch(batch, device, train=True, generator=g)
-            ...
+            b = to_device_batch(batch, device, train=True, generator=g)
+            ...                                    # the step
+            release_batch(batch)                   # its buffers go back to the worker
         print(meter.summary())                     # wait_fraction: time waiting for data
 
 Randomness: every random choice of sample `i` in epoch `e` comes from a numpy Generator seeded
@@ -37,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from trainer import sampling
+from trainer.batch_slots import SlotPool, SlotTicket
 from trainer.device import check_shm, should_pin
 from trainer.errors import RunError
 
@@ -73,13 +77,18 @@ class ClipDataset(Dataset):
 
     Item: dict(visual uint8 [t, k, crop, crop, 3] (channels-last; `to_device_batch` makes it
     [t, 3, k, crop, crop] on the device), audio float32 [t_a, L, n_mfcc], label int64, index
-    int64); `__getitems__` builds a whole batch of them at once. Train: per segment a snippet of
-    the S stored ones drawn anew every epoch (sampling.snippet_choice) and a random k-frame
-    window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
+    int64); `__getitems__` builds a whole batch of them at once (with "slot": in a loader worker
+    the ticket of the reused buffers it filled, see `release_batch`, else None). Train: per
+    segment a snippet of the S stored ones drawn anew every epoch (sampling.snippet_choice) and
+    a random k-frame window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
     (S // 2), the centred window, the centre crop (on shards of the official profile placed by
     the authors' rounding, sampling.CENTRE_RULES). A stream the config switches off comes back as an empty tensor
     (and is not read).
     """
+
+    # reusable batches per loader worker (trainer/batch_slots.py); make_loader sets
+    # prefetch_factor + 1: the batches in flight and the one the consumer holds
+    batch_slots = 3
 
     def __init__(self, reader, ids, cfg, train: bool, seed: int = 0):
         self.reader = reader
@@ -164,11 +173,7 @@ class ClipDataset(Dataset):
         """A whole batch (what default_collate would make of the items, with the same values),
         each sample copied once, into tensors that live in shared memory inside a worker."""
         n = len(keys)
-        c = self.crop
-        visual = (_empty((n, self.segments, self.frames, c, c, 3), torch.uint8) if self.use_visual
-                  else torch.zeros(n, 0, dtype=torch.uint8))
-        audio = (_empty((n, self.audio_segments, self.audio_len, self.n_mfcc), torch.float32)
-                 if self.use_audio else torch.zeros(n, 0))
+        (visual, audio), ticket = self._batch_tensors(n)
         label = torch.empty(n, dtype=torch.int64)
         index = torch.empty(n, dtype=torch.int64)
         for b, key in enumerate(keys):
@@ -183,7 +188,24 @@ class ClipDataset(Dataset):
             except Exception as e:
                 raise sample_error(self.reader, vid, e) from e
             label[b], index[b] = int(meta["label"]), i
-        return {"visual": visual, "audio": audio, "label": label, "index": index}
+        return {"visual": visual, "audio": audio, "label": label, "index": index, "slot": ticket}
+
+    def _batch_tensors(self, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], SlotTicket | None]:
+        """(visual, audio) tensors for a batch of n, and their slot's ticket: inside a loader
+        worker from its SlotPool (trainer/batch_slots.py), else fresh (ticket None)."""
+        c = self.crop
+        shapes = ((n, self.segments, self.frames, c, c, 3) if self.use_visual else None,
+                  (n, self.audio_segments, self.audio_len, self.n_mfcc) if self.use_audio else None)
+
+        def make():
+            return (_empty(shapes[0], torch.uint8) if shapes[0] else torch.zeros(n, 0, dtype=torch.uint8),
+                    _empty(shapes[1], torch.float32) if shapes[1] else torch.zeros(n, 0))
+        if get_worker_info() is None:
+            return make(), None
+        pool = self.__dict__.get("_slot_pool")
+        if pool is None:
+            pool = self.__dict__["_slot_pool"] = SlotPool(self.batch_slots)
+        return pool.take(shapes, n, make)
 
     def _visual(self, vid, meta, rng, epoch: int = 0, index: int = 0) -> np.ndarray:
         """The sample's [t, k, crop, crop, 3] uint8 clip (a view into one read where possible)."""
@@ -300,9 +322,10 @@ def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int
     None); an evaluation loader's workers live only while it is iterated, so that validation
     reuses the cores the idle training workers leave instead of doubling the processes.
 
-    Each worker keeps `prefetch_factor` batches ready in shared memory (/dev/shm): at paper size
-    a batch of 32 is about 200 MB, so a container needs a large enough --shm-size (a small
-    /dev/shm is reported with the fix). Distributed evaluation pads the last ranks with repeated
+    Each worker keeps `prefetch_factor` batches ready in shared memory (/dev/shm), in
+    `prefetch_factor + 1` reused buffers (the consumer gives one back with `release_batch`
+    after its step; trainer/batch_slots.py): at paper size a batch of 32 is about 200 MB, so a
+    container needs a large enough --shm-size (a small /dev/shm is reported with the fix). Distributed evaluation pads the last ranks with repeated
     samples (DistributedSampler's rule)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -321,7 +344,9 @@ def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int
     if workers > 0:
         extra = dict(persistent_workers=train if persistent is None else bool(persistent),
                      prefetch_factor=prefetch_factor, worker_init_fn=worker_init)
-        check_shm(workers * prefetch_factor * batch_size * sample_bytes(dataset))
+        if isinstance(dataset, ClipDataset):
+            dataset.batch_slots = prefetch_factor + 1
+        check_shm(workers * (prefetch_factor + 1) * batch_size * sample_bytes(dataset))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last, **extra)
 

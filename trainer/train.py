@@ -473,6 +473,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
     """
     from tqdm import tqdm
 
+    from trainer.batch_slots import release_batch
     from trainer.loader import to_device_batch
     cfg, device = run.cfg, run.device
     run.ddp_model.train()
@@ -487,6 +488,9 @@ def train_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
         b = to_device_batch(batch, device, train=True, generator=flips, channels_last=cfg.channels_last)
         loss, logits = train_step(run, b)
         tally.add(loss, logits, b["label"])
+        # the step is queued (CUDA: its inputs were copied from pinned memory) or done (CPU):
+        # the loader worker may refill this batch's shared buffers
+        release_batch(batch)
         if not bar.disable and step % POSTFIX_EVERY == 0:  # a host sync: only every N steps
             loss_sum, correct, seen = tally.totals()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
