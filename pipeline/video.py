@@ -61,6 +61,7 @@ import os
 import re
 import selectors
 import subprocess
+import tempfile
 import time
 
 import ffmpeg
@@ -189,45 +190,58 @@ def _snippet_args(probe: Probe, params: PreprocessParams, seeks, outputs: list[s
     return args
 
 
+# bytes a frame pipe holds (Linux; the default is 64 KB): ffmpeg writes a frame in one go and
+# the reader takes it in one read instead of waking both sides up every 64 KB
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    try:
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):   # not Linux, or above the system's limit
+        pass
+
+
 def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
     """Run ffmpeg with arguments make_args(output names), output i going to a pipe read straight
     into views[i] (a memoryview, or a list of them filled one after the other); returns (bytes
     each output wrote, ffmpeg's log). More than fits is dropped, but counted. Errors as
     ffmpeg_bin.run.
 
-    Pipes, not temporary files: no page-cache copy to write, read back and delete (POSIX)."""
+    Pipes, not temporary files: no page-cache copy to write, read back and delete (POSIX). The
+    log goes to an unnamed temporary file instead: showinfo writes a line per frame, and a pipe
+    would wake this process up for every one of them."""
     targets = [list(v) if isinstance(v, (list, tuple)) else [v] for v in views]
     pipes = [os.pipe() for _ in views]
+    for _, w in pipes:
+        _widen(w)
     cmd = [ffmpeg_bin.ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-y",
            *make_args([f"pipe:{w}" for _, w in pipes])]
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes])
-    finally:
-        for _, w in pipes:
-            os.close(w)
-    got, err = [0] * len(views), []
-    part, filled = [0] * len(views), [0] * len(views)  # which view of the list, bytes in it
-    deadline = None if ffmpeg_bin.DEFAULT_TIMEOUT is None else time.monotonic() + ffmpeg_bin.DEFAULT_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        for i, (r, _) in enumerate(pipes):
-            sel.register(r, selectors.EVENT_READ, i)
-        sel.register(proc.stderr, selectors.EVENT_READ, -1)
+    with tempfile.TemporaryFile() as err:
         try:
-            while sel.get_map():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    proc.kill()
-                    proc.wait()
-                    raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
-                                     tail(b"".join(err)), path)
-                for key, _ in sel.select(left):
-                    i = key.data
-                    if i < 0:
-                        chunk = os.read(key.fd, 1 << 16)
-                        err.append(chunk)
-                    else:
-                        t = targets[i]
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, pass_fds=[w for _, w in pipes])
+        finally:
+            for _, w in pipes:
+                os.close(w)
+        got = [0] * len(views)
+        part, filled = [0] * len(views), [0] * len(views)  # which view of the list, bytes in it
+        deadline = None if ffmpeg_bin.DEFAULT_TIMEOUT is None else time.monotonic() + ffmpeg_bin.DEFAULT_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            for i, (r, _) in enumerate(pipes):
+                sel.register(r, selectors.EVENT_READ, i)
+            try:
+                while sel.get_map():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        proc.kill()
+                        proc.wait()
+                        err.seek(0)
+                        raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
+                                         tail(err.read()), path)
+                    for key, _ in sel.select(left):
+                        i, t = key.data, targets[key.data]
                         while part[i] < len(t) and filled[i] == len(t[part[i]]):
                             part[i], filled[i] = part[i] + 1, 0
                         if part[i] < len(t):
@@ -236,14 +250,21 @@ def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
                         else:  # more than asked for: dropped, but counted
                             chunk = len(os.read(key.fd, 1 << 16))
                         got[i] += chunk
-                    if not chunk:
-                        sel.unregister(key.fileobj)
-        finally:
-            for r, _ in pipes:
-                os.close(r)
-    proc.wait()
-    proc.stderr.close()
-    log = b"".join(err).decode("utf-8", errors="replace")
+                        if not chunk:
+                            sel.unregister(key.fileobj)
+            finally:
+                for r, _ in pipes:
+                    os.close(r)
+        try:   # the outputs are closed; the log may still be written until ffmpeg exits
+            proc.wait(None if deadline is None else max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            err.seek(0)
+            raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
+                             tail(err.read()), path) from None
+        err.seek(0)
+        log = err.read().decode("utf-8", errors="replace")
     if proc.returncode != 0:
         raise VideoError("decode failed", tail(log), path)
     if "partial file" in log:  # as ffmpeg_bin.run: the index points past the end of the file
