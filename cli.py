@@ -455,6 +455,10 @@ def _training_options(f):
         click.option("--workers", type=int, default=None,
                      help="Loader worker processes per GPU process. [default: (cores - processes) "
                           "// processes, between 1 and 16]"),
+        click.option("--decode", type=click.Choice(["workers", "device"]), default=None,
+                     help="Where JPEG frames are decoded: in the loader workers (libjpeg-turbo), or "
+                          "after the transfer on the training device (nvJPEG through torchvision "
+                          "on CUDA; needs a torchvision built for this torch). [default: workers]"),
         click.option("--seed", type=int, default=None, help="[default: 0]"),
         click.option("--val-fraction", type=float, default=None,
                      help="Seeded share of each class of the training split held out for model "
@@ -464,7 +468,8 @@ def _training_options(f):
                           "named so in every output)."),
         click.option("--resume", is_flag=True, default=None,
                      help="Continue a killed run from RUN_DIR/last.pt with the same options; "
-                          "only --epochs (more), --workers, --device, --amp, --channels-last may "
+                          "only --epochs (more), --workers, --decode, --device, --amp, "
+                          "--channels-last may "
                           "change (recorded in config.json), any other difference is refused."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="JSON (or YAML, with pyyaml) file of option values; flags override it. "

@@ -17,7 +17,8 @@ What it measures, side by side, in one run:
    (a table of published dense figures by device name, or --peak-tflops);
 3. the largest batch of `paper` that fits;
 4. the streaming loader alone with the workers the trainer would use (samples/s, CPU ms per
-   sample) and the ratio loader / training rate (target >= 3x);
+   sample) and the ratio loader / training rate (target >= 3x); the same with `--decode
+   device` (JPEG decoded on the GPU by nvJPEG, when torchvision for this torch is installed);
 5. a real `vaanet train` of 2 epochs on those shards (subprocess): data-wait fraction per epoch
    from its metrics.jsonl, then evaluation throughput of its best.pt; the same with --gpus 2
    when two GPUs are visible.
@@ -56,6 +57,8 @@ from pipeline.params import PreprocessParams  # noqa: E402
 from trainer.device import (autocast, channels_last_3d, default_workers, resolve_amp,  # noqa: E402
                             resolve_device)
 from trainer.batch_slots import release_batch  # noqa: E402
+from trainer.device_decode import check_device_decode  # noqa: E402
+from trainer.errors import RunError  # noqa: E402
 from trainer.loader import ClipDataset, make_loader, to_device_batch  # noqa: E402
 
 # published dense (no sparsity) bf16 tensor-core peaks, TFLOP/s; the first name found in the
@@ -218,14 +221,16 @@ def largest_batch(cfg, device, amp: str, channels_last: bool, start: int, dry: b
 
 # ---- the loader alone -----------------------------------------------------------------------
 
-def measure_loader(shards: Path, cfg, batch: int, workers: int, samples: int, device) -> dict:
+def measure_loader(shards: Path, cfg, batch: int, workers: int, samples: int, device,
+                   decode: str = "workers") -> dict:
     """Samples/s of the streaming loader in training mode with `workers` (first batch left out:
-    worker start-up), batches copied to the device as the trainer does; CPU ms per sample of all
-    processes (main + workers, start-up included), read once the workers have exited."""
+    worker start-up), batches copied to the device as the trainer does (with decode "device"
+    the JPEG frames are decoded there: nvJPEG on CUDA); CPU ms per sample of all processes (main
+    + workers, start-up included), read once the workers have exited."""
     from pipeline.reader import ShardReader
     reader = ShardReader(shards)
     ids = list(reader.ids) * max(1, -(-samples // len(reader.ids)))
-    ds = ClipDataset(reader, ids[:samples], cfg, train=True, seed=0)
+    ds = ClipDataset(reader, ids[:samples], cfg, train=True, seed=0, decode=decode)
     loader = make_loader(ds, batch, train=True, workers=workers, seed=0, device=device)
     cpu0, t0 = os.times(), time.perf_counter()
     it = iter(loader)
@@ -244,7 +249,7 @@ def measure_loader(shards: Path, cfg, batch: int, workers: int, samples: int, de
     cpu1 = os.times()
     reader.close()
     cpu = sum(cpu1[k] - cpu0[k] for k in range(4))  # user, system, children user, children system
-    return {"workers": workers, "batch": batch, "samples_per_s": n / max(t2 - t1, 1e-9),
+    return {"workers": workers, "batch": batch, "decode": decode, "samples_per_s": n / max(t2 - t1, 1e-9),
             "cpu_ms_per_sample": 1e3 * cpu / (n + n_first), "first_batch_s": t1 - t0,
             "samples": n + n_first}
 
@@ -354,6 +359,20 @@ def markdown(rec: dict) -> str:
         lines.append(f"- loader / fastest `{name}` training rate: {ratio:.1f}x (target >= 3x: "
                      + ("met" if ratio >= 3 else "NOT met: the loader limits training") + ")")
     lines.append("")
+    dd = rec.get("loader_device_decode") or {"skipped": "not measured"}
+    if "skipped" in dd:
+        lines += [f"Loader with `--decode device`: not measured ({dd['skipped']}).", ""]
+    else:
+        lines += [f"Loader with `--decode device` (workers read the JPEG files, {dd['decoder']} decodes "
+                  f"them on the device; nothing else on the GPU meanwhile): {dd['samples_per_s']:.0f} "
+                  f"samples/s, {dd['cpu_ms_per_sample']:.1f} CPU ms per sample (all processes).", ""]
+        for name, ratio in rec["device_decode_over_training"].items():
+            # decoding and training share the device: if the device's decoding limited the rate
+            # measured alone, it would take 1 / (ratio + 1) of the time of both together
+            lines.append(f"- with `--decode device` / fastest `{name}` training rate: {ratio:.1f}x "
+                         f"(target >= 3x: {'met' if ratio >= 3 else 'NOT met'}); decoding takes at "
+                         f"most {100 / (ratio + 1):.0f}% of the device's time beside that training")
+        lines.append("")
     for run in rec["runs"]:
         if "error" in run:
             lines += [f"`vaanet train` failed: {run['error']}", ""]
@@ -458,6 +477,9 @@ def main(argv=None):
            "batch": args.batch, "amp": amp, "peak_tflops": peak, "peak_source": peak_source,
            "train": train, **extras,
            "loader_over_training": {p: extras["loader"]["samples_per_s"] / v for p, v in best.items()},
+           "device_decode_over_training": ({p: extras["loader_device_decode"]["samples_per_s"] / v
+                                            for p, v in best.items()}
+                                           if "skipped" not in extras["loader_device_decode"] else {}),
            "command": "python bench/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "total_s": time.perf_counter() - t_start}
     out = Path(args.out)
@@ -479,6 +501,15 @@ def measure_rest(args, device, amp, configs, shards, train) -> dict:
     loader = measure_loader(shards, configs["paper"], args.batch, workers,
                             max(4 * args.batch, 64 if args.dry else 2048), device)
     print(f"  loader: {loader['samples_per_s']:.0f} samples/s with {workers} workers", flush=True)
+    try:   # the JPEG frames decoded on the device instead (nvJPEG on CUDA)
+        decoder = check_device_decode(device)
+        loader_dev = {**measure_loader(shards, configs["paper"], args.batch, workers,
+                                       max(4 * args.batch, 64 if args.dry else 2048), device,
+                                       decode="device"), "decoder": decoder}
+        print(f"  loader, --decode device ({decoder}): {loader_dev['samples_per_s']:.0f} samples/s",
+              flush=True)
+    except RunError as e:
+        loader_dev = {"skipped": str(e)}
     runs = []
     for gpus in (1, 2):
         if gpus == 2 and (device.type != "cuda" or torch.cuda.device_count() < 2):
@@ -493,7 +524,8 @@ def measure_rest(args, device, amp, configs, shards, train) -> dict:
             flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"flops_per_sample": flops, "largest_batch": largest, "loader": loader, "runs": runs}
+    return {"flops_per_sample": flops, "largest_batch": largest, "loader": loader,
+            "loader_device_decode": loader_dev, "runs": runs}
 
 
 if __name__ == "__main__":

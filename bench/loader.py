@@ -7,6 +7,9 @@ Same videos, same number of workers, same clip geometry (t = 10 segments x 16 fr
             JPEG frames): per sample, per segment the drawn snippet's 16 JPEGs read in one
             contiguous range and decoded (libjpeg-turbo), a crop by slicing, uint8 tensors out.
   raw       the same with `--codec raw`: one contiguous uint8 read per segment, no decode.
+  undecoded the JPEG shards with `--decode device`: the drawn frames' JPEG files read and handed
+            over as they are; the training process would decode them on the GPU (nvJPEG), which
+            is not timed here (bench/gpu.py measures it on a GPU).
   baseline  the authors' layout: every frame a JPEG (short side 240) in a folder per video and the
             sound track in a file; per sample t * k JPEGs opened with PIL, a corner crop resized
             to 112, ToTensor floats, and 32 MFCC computed from the audio (python_speech_features,
@@ -278,15 +281,18 @@ def main(argv=None):
     load_before = os.getloadavg()[0]
     # training mode (per-segment snippets, random crop); ids repeated to fill the run
     results = {}
-    for codec, r in readers.items():
+    # "undecoded": the JPEG shards with `--decode device`: the workers hand over the JPEG files
+    # and the training process would decode them on the GPU (not here: no decoding is timed)
+    for name, r, decode in (("jpeg", readers["jpeg"], "workers"), ("raw", readers["raw"], "workers"),
+                            ("undecoded", readers["jpeg"], "device")):
         n = args.samples + args.batch
-        ds = ClipDataset(r, (ids * n)[:n], cfg, train=True, seed=0)
+        ds = ClipDataset(r, (ids * n)[:n], cfg, train=True, seed=0, decode=decode)
         loader = make_loader(ds, args.batch, train=True, workers=args.workers, seed=0)
         m = measure(loader)
         del loader
-        results[codec] = finish(m)
-        print(f"{codec}: {results[codec]['samples_per_s']:8.2f} samples/s over {results[codec]['timed']} "
-              f"samples, {results[codec]['cpu_ms_per_sample']:.1f} CPU ms per sample", flush=True)
+        results[name] = finish(m)
+        print(f"{name}: {results[name]['samples_per_s']:8.2f} samples/s over {results[name]['timed']} "
+              f"samples, {results[name]['cpu_ms_per_sample']:.1f} CPU ms per sample", flush=True)
     m_ours = results["jpeg"]
 
     n = args.baseline_samples + args.batch
@@ -303,6 +309,8 @@ def main(argv=None):
     (jpeg_read, jpeg_stored), (raw_read, raw_stored) = shard_bytes(readers["jpeg"]), shard_bytes(readers["raw"])
     rows = [("shards, JPEG (default)", results["jpeg"], jpeg_read, jpeg_stored),
             ("shards, raw (`--codec raw`)", results["raw"], raw_read, raw_stored),
+            ("shards, JPEG left to the GPU (`--decode device`; decoding not included)",
+             results["undecoded"], jpeg_read, jpeg_stored),
             ("frame folders (authors')", m_base, base_bytes, None)]
     table = ["| loader | samples/s | CPU ms per sample | MB read per sample | MB stored per video | first batch (s) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -339,7 +347,15 @@ def main(argv=None):
         f"{raw_stored / jpeg_stored:.0f}x the disk) {LOADER_WORKERS} workers give {LOADER_WORKERS} x "
         f"{1e3 / results['raw']['cpu_ms_per_sample']:.1f} = "
         f"{LOADER_WORKERS * 1e3 / results['raw']['cpu_ms_per_sample']:.0f} samples/s = "
-        f"{LOADER_WORKERS * 1e3 / results['raw']['cpu_ms_per_sample'] / gpu_rate:.1f}x."]
+        f"{LOADER_WORKERS * 1e3 / results['raw']['cpu_ms_per_sample'] / gpu_rate:.1f}x.",
+        f"With `--decode device` the workers only read the JPEG files ({results['undecoded']['cpu_ms_per_sample']:.1f} "
+        f"CPU ms per sample): {LOADER_WORKERS} workers give {LOADER_WORKERS} x "
+        f"{1e3 / results['undecoded']['cpu_ms_per_sample']:.1f} = "
+        f"{LOADER_WORKERS * 1e3 / results['undecoded']['cpu_ms_per_sample']:.0f} samples/s = "
+        f"{LOADER_WORKERS * 1e3 / results['undecoded']['cpu_ms_per_sample'] / gpu_rate:.1f}x that rate "
+        f"on the CPU side; the GPU then decodes {SEGMENTS * FRAMES} frames per sample with nvJPEG "
+        "beside training, which only a GPU can measure (`bench/gpu.py` does: loader with "
+        "`--decode device` against the training rate)."]
     text = "\n".join([
         "# Loader benchmark", "",
         f"Measured on this {cpu} CPU: {len(videos)} videos x {args.duration:g} s at {args.size} "
@@ -351,7 +367,7 @@ def main(argv=None):
         "Baseline: JPEG frame folders at short side 240 + WAV; PIL decode, corner crop, resize to 112, "
         "float tensors, MFCC computed per access (4096 x 32, as the authors' code).",
         f"First batch (worker start-up) excluded from the rates; {m_ours['timed']} / "
-        f"{results['raw']['timed']} / {m_base['timed']} samples timed; CPU ms per sample counts "
+        f"{results['raw']['timed']} / {results['undecoded']['timed']} / {m_base['timed']} samples timed; CPU ms per sample counts "
         f"every process; load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
         "(other processes on the machine slow every loader).", "",
         *table, "", verdict, "", *gpu_lines, "",
@@ -369,6 +385,8 @@ def main(argv=None):
               "jpeg_decode_cpu_ms_per_sample": floor_ms,
               "ours": {**m_ours, "mb_per_s": ours_rate * jpeg_read / 1e6},
               "raw": {**results["raw"], "mb_per_s": results["raw"]["samples_per_s"] * raw_read / 1e6},
+              "undecoded": {**results["undecoded"],
+                            "mb_per_s": results["undecoded"]["samples_per_s"] * jpeg_read / 1e6},
               "baseline": {**m_base, "mb_per_s": base_rate * base_bytes / 1e6}}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"written to {out} and {out.with_suffix('.json')}")

@@ -169,6 +169,23 @@ class ShardReader:
             decode_into(jpeg[bounds[0]:bounds[-1]], bounds - bounds[0], out[n])   # one read
         return out
 
+    def clip_jpeg(self, video_id: str, snippets, segments, starts, k: int) -> tuple[list, np.ndarray]:
+        """The JPEG files of the frames `clip` would decode, undecoded: (one uint8 array per
+        segment, one contiguous read each; int64 offsets [len(segments) * k + 1] into their
+        concatenation). For decoding elsewhere, e.g. on the GPU (trainer/device_decode.py).
+        ValueError for shards of raw frames."""
+        S, t, K, H, W, _ = self.records[video_id]["frames_shape"]
+        ds, jpeg, offsets = self._frame_arrays(video_id)
+        if jpeg is None:
+            raise ValueError(f"{video_id}: the shards hold raw frames, no JPEG files")
+        parts, bounds = [], [np.zeros(1, np.int64)]
+        for j, i, s in zip(*(np.asarray(a, np.int64) for a in (snippets, segments, starts))):
+            first = (j * t + i) * K + s
+            b = offsets[first:first + k + 1]
+            parts.append(jpeg[b[0]:b[-1]])
+            bounds.append(b[1:] - b[0] + bounds[-1][-1])
+        return parts, np.concatenate(bounds)
+
     @staticmethod
     def _decode(g, shape, first: int, stop: int, out=None, offsets=None) -> np.ndarray:
         """JPEG frames first..stop-1 (flat [S*t*k] order) of a video group -> [n, H, W, 3]."""

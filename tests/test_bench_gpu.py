@@ -45,6 +45,9 @@ def test_dry_run_writes_its_results(tmp_path):
     ld = rec["loader"]
     assert ld["workers"] >= 1 and ld["samples_per_s"] > 0 and ld["cpu_ms_per_sample"] > 0
     assert set(rec["loader_over_training"]) == {"paper", "official"}
+    dd = rec["loader_device_decode"]   # on the CPU: libjpeg-turbo in the training process
+    assert dd["decode"] == "device" and dd["decoder"] == "libjpeg-turbo" and dd["samples_per_s"] > 0
+    assert set(rec["device_decode_over_training"]) == {"paper", "official"}
     (run,) = rec["runs"]
     assert "error" not in run, run
     assert [e["epoch"] for e in run["epochs"]] == [1, 2]
@@ -54,6 +57,7 @@ def test_dry_run_writes_its_results(tmp_path):
     assert "Dry run" in md and "say nothing about a GPU" in md
     assert md.count("| paper |") == 4 and md.count("| official |") == 4
     assert "data wait" in md and "`--gpus 2`: not run" in md
+    assert "with `--decode device` / fastest `paper` training rate" in md
 
 
 def test_the_package_does_not_import_the_benchmark():

@@ -32,12 +32,13 @@ class EvalSet:
     workers run only while it is iterated: validation reuses the cores of the idle training
     workers). With several processes each one holds ids[rank::world]."""
 
-    def __init__(self, reader, ids, model_cfg, batch_size=16, workers=0):
+    def __init__(self, reader, ids, model_cfg, batch_size=16, workers=0, decode="workers"):
         from trainer.loader import ClipDataset, make_loader
         self.ids = list(ids)
         self.positions = np.arange(distributed.rank(), len(self.ids), distributed.world_size())
         with user_input():  # the shards must hold what the model needs (frames, crop, MFCC)
-            ds = ClipDataset(reader, [self.ids[i] for i in self.positions], model_cfg, train=False)
+            ds = ClipDataset(reader, [self.ids[i] for i in self.positions], model_cfg, train=False,
+                             decode=decode)
         self.loader = make_loader(ds, batch_size, train=False, workers=min(workers, len(ds)))
 
 

@@ -65,6 +65,11 @@ def sample_error(reader, vid: str, e: Exception) -> SampleError:
         "videos of a missing or unreadable shard and the damaged ones again)")
 
 
+# where JPEG frames are decoded: in the loader workers (libjpeg-turbo), or after the transfer
+# by the training process on its device (trainer/device_decode.py; nvJPEG on CUDA)
+DECODE_SITES = ("workers", "device")
+
+
 def _cfg(cfg, name, default=None):
     value = getattr(cfg, name, default)
     if value is None:
@@ -90,13 +95,19 @@ class ClipDataset(Dataset):
     # prefetch_factor + 1: the batches in flight and the one the consumer holds
     batch_slots = 3
 
-    def __init__(self, reader, ids, cfg, train: bool, seed: int = 0):
+    def __init__(self, reader, ids, cfg, train: bool, seed: int = 0, decode: str = "workers"):
         self.reader = reader
         self.ids = list(ids)
         self.train = bool(train)
         self.seed = int(seed)
         self.epoch = 0
         params = reader.params
+        if decode not in DECODE_SITES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_SITES)}, got {decode!r}")
+        if decode == "device" and params.codec != "jpeg":
+            raise ValueError(f"decoding on the device needs JPEG frames; {reader.root} holds "
+                             f"{params.codec} frames (nothing to decode): use decode 'workers'")
+        self.decode = decode
 
         known = set(reader.ids)
         missing = [i for i in self.ids if i not in known]
@@ -173,28 +184,38 @@ class ClipDataset(Dataset):
         """A whole batch (what default_collate would make of the items, with the same values),
         each sample copied once, into tensors that live in shared memory inside a worker."""
         n = len(keys)
-        (visual, audio), ticket = self._batch_tensors(n)
+        undecoded = self.decode == "device" and self.use_visual
+        (visual, audio), ticket = self._batch_tensors(n, frames=not undecoded)
         label = torch.empty(n, dtype=torch.int64)
         index = torch.empty(n, dtype=torch.int64)
+        jpeg = []   # device decoding: per sample (byte arrays, offsets, crop origin)
         for b, key in enumerate(keys):
             i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
             vid = self.ids[i]
             meta = self.reader.meta(vid)
             try:
-                if self.use_visual:
+                if undecoded:
+                    jpeg.append(self._jpeg(vid, meta, self.rng(i, epoch), epoch, i))
+                elif self.use_visual:
                     np.copyto(visual[b].numpy(), self._visual(vid, meta, self.rng(i, epoch), epoch, i))
                 if self.use_audio:
                     audio[b] = torch.from_numpy(self._audio(vid, meta))
             except Exception as e:
                 raise sample_error(self.reader, vid, e) from e
             label[b], index[b] = int(meta["label"]), i
-        return {"visual": visual, "audio": audio, "label": label, "index": index, "slot": ticket}
+        batch = {"visual": visual, "audio": audio, "label": label, "index": index}
+        if undecoded:
+            batch.update(_jpeg_batch(jpeg, (self.segments, self.frames, self.crop)))
+        batch["slot"] = ticket
+        return batch
 
-    def _batch_tensors(self, n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], SlotTicket | None]:
-        """(visual, audio) tensors for a batch of n, and their slot's ticket: inside a loader
-        worker from its SlotPool (trainer/batch_slots.py), else fresh (ticket None)."""
+    def _batch_tensors(self, n: int, frames: bool = True
+                       ) -> tuple[tuple[torch.Tensor, torch.Tensor], SlotTicket | None]:
+        """(visual, audio) tensors for a batch of n (visual empty unless `frames`), and their
+        slot's ticket: inside a loader worker from its SlotPool (trainer/batch_slots.py), else
+        fresh (ticket None)."""
         c = self.crop
-        shapes = ((n, self.segments, self.frames, c, c, 3) if self.use_visual else None,
+        shapes = ((n, self.segments, self.frames, c, c, 3) if self.use_visual and frames else None,
                   (n, self.audio_segments, self.audio_len, self.n_mfcc) if self.use_audio else None)
 
         def make():
@@ -207,17 +228,31 @@ class ClipDataset(Dataset):
             pool = self.__dict__["_slot_pool"] = SlotPool(self.batch_slots)
         return pool.take(shapes, n, make)
 
-    def _visual(self, vid, meta, rng, epoch: int = 0, index: int = 0) -> np.ndarray:
-        """The sample's [t, k, crop, crop, 3] uint8 clip (a view into one read where possible)."""
+    def _choice(self, meta, rng, epoch: int, index: int) -> tuple:
+        """(snippet per segment, first frame per segment, crop origin y, x): every random choice
+        of the sample's frames, the same whoever decodes them."""
         n_snip, n_seg, n_frames, height, width, _ = meta["frames_shape"]
         snippets = sampling.snippet_choice(n_snip, self.segments,
                                            self.seed if rng is not None else None, epoch, index)
         starts = sampling.frame_starts(n_frames, self.frames, self.segments, rng)
         y, x = sampling.crop_origin(height, width, self.crop, rng, self.centre)
+        return snippets, starts, y, x
+
+    def _visual(self, vid, meta, rng, epoch: int = 0, index: int = 0) -> np.ndarray:
+        """The sample's [t, k, crop, crop, 3] uint8 clip (a view into one read where possible)."""
+        _, _, _, height, width, _ = meta["frames_shape"]
+        snippets, starts, y, x = self._choice(meta, rng, epoch, index)
         clip = self.reader.clip(vid, snippets, self.segment_idx, starts, self.frames,
                                 out=self._scratch((len(self.segment_idx), self.frames, height, width, 3)))
         c = self.crop
         return clip[:, :, y:y + c, x:x + c]
+
+    def _jpeg(self, vid, meta, rng, epoch: int, index: int) -> tuple[list, np.ndarray, tuple]:
+        """The sample's t * k frames as their JPEG files, undecoded: (byte arrays, offsets,
+        crop origin (y, x))."""
+        snippets, starts, y, x = self._choice(meta, rng, epoch, index)
+        parts, offsets = self.reader.clip_jpeg(vid, snippets, self.segment_idx, starts, self.frames)
+        return parts, offsets, (y, x)
 
     def _scratch(self, shape) -> np.ndarray:
         """A buffer for whole decoded frames, reused from sample to sample in this process (the
@@ -244,6 +279,26 @@ class ClipDataset(Dataset):
             out = sampling.audio_aligned(mfcc, self.audio_segment_idx, self.stored_segments,
                                          float(duration), self.audio_len, self.audio_rate)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _jpeg_batch(samples: list, clip: tuple) -> dict:
+    """The undecoded frames of a batch: "jpeg" uint8 [bytes] (every frame's file, sample-major,
+    in shared memory inside a worker), "jpeg_offsets" int64 [B * t * k + 1], "crop_yx" int64
+    [B, 2], "clip" int64 [3] = (t, k, crop). trainer/device_decode.py turns it into frames."""
+    total = sum(int(off[-1]) for _, off, _ in samples)
+    data = _empty((total,), torch.uint8)
+    flat = data.numpy()
+    offsets = np.zeros(1 + sum(len(off) - 1 for _, off, _ in samples), np.int64)
+    at, row = 0, 0
+    for parts, off, _ in samples:
+        for part in parts:
+            flat[at:at + len(part)] = part
+            at += len(part)
+        offsets[row + 1:row + len(off)] = off[1:] + offsets[row]
+        row += len(off) - 1
+    return {"jpeg": data, "jpeg_offsets": torch.from_numpy(offsets),
+            "crop_yx": torch.tensor([yx for _, _, yx in samples], dtype=torch.int64).reshape(-1, 2),
+            "clip": torch.tensor(clip, dtype=torch.int64)}
 
 
 def _empty(shape, dtype) -> torch.Tensor:
@@ -368,9 +423,14 @@ def to_device_batch(batch: dict, device, train: bool, generator: torch.Generator
     reproducible. The clips come out contiguous ([B, t, 3, k, H, W] in memory), or with
     `channels_last` as a permuted view that keeps the channels-last memory order (for a model
     converted with trainer.device.channels_last_3d: no transposing copy on either side).
-    Returns dict(visual uint8 or None, audio float32 or None, label, index)."""
+    Frames the workers left as JPEG files (decode "device") are decoded here first, on `device`
+    (trainer/device_decode.py). Returns dict(visual uint8 or None, audio float32 or None, label,
+    index)."""
     device = torch.device(device)
     visual, audio = batch["visual"], batch["audio"]
+    if "jpeg" in batch:   # frames left undecoded by the workers (ClipDataset decode="device")
+        from trainer.device_decode import decode_clips
+        visual = decode_clips(batch, device)
     if visual.numel():
         visual = visual.to(device, non_blocking=True).permute(0, 1, 5, 2, 3, 4)
         if not channels_last:

@@ -68,6 +68,9 @@ class RunConfig:
     # auto: bf16 on a CUDA device that supports it, else none; config.json records the result
     amp: str = "auto"                # auto | none | bf16 | fp16 (fp16 uses a GradScaler)
     channels_last: bool = False      # 3D convolutions in channels_last_3d on CUDA
+    # where JPEG frames are decoded: "workers" (libjpeg-turbo in the loader processes) or
+    # "device" (after the transfer, by the training process: nvJPEG on CUDA)
+    decode: str = "workers"
     # several CUDA processes: BatchNorm statistics over the whole global batch (SyncBatchNorm)
     sync_bn: bool = False
     # per process: the cores left beside the main processes, shared among the ranks (device.py)
@@ -83,7 +86,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         choices = {"preset": PRESET_DEFAULTS, "loss": ("ce", "pcce"), "device": ("auto", "cpu", "cuda"),
-                   "amp": ("auto", "none", "bf16", "fp16")}
+                   "amp": ("auto", "none", "bf16", "fp16"), "decode": ("workers", "device")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise RunError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -186,7 +189,8 @@ def _default_workers() -> int:
 
 
 # what --resume may change: how long and where the run goes on, not what it computes
-RESUME_MAY_CHANGE = ("epochs", "workers", "device", "amp", "channels_last", "sync_bn", "resume", "out")
+RESUME_MAY_CHANGE = ("epochs", "workers", "decode", "device", "amp", "channels_last", "sync_bn", "resume",
+                     "out")
 # the split is compared once resolved (None means the data's first split), by trainer/train.py
 RESUME_COMPARED_ELSEWHERE = ("split",)
 

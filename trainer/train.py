@@ -403,9 +403,13 @@ def prepare(run: Run) -> None:
     (seeded), validation deterministic."""
     from trainer.loader import ClipDataset, DataWaitMeter, make_loader
     cfg = run.cfg
+    if cfg.decode == "device":
+        from trainer.device_decode import check_device_decode
+        check_device_decode(run.device)
     try:
         with user_input():
-            train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed)
+            train_ds = ClipDataset(run.reader, run.train_ids, run.model_cfg, train=True, seed=cfg.seed,
+                                   decode=cfg.decode)
     except RunError as e:
         hint = fitting_preset(run)
         raise RunError(f"{e}; or, as these shards {hint}" if hint else str(e)) from None
@@ -422,7 +426,7 @@ def prepare(run: Run) -> None:
     run.ddp_model = distributed.wrap(run.model, run.dist, run.device, sync_bn=cfg.sync_bn)
     run.train_loader = make_loader(train_ds, run.batch, train=True, workers=cfg.workers, seed=cfg.seed,
                                    distributed=run.dist.enabled, drop_last=drop_last)
-    run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers)
+    run.val_set = (EvalSet(run.reader, run.val_ids, run.model_cfg, run.batch, cfg.workers, cfg.decode)
                    if run.val_ids else None)
     run.meter = DataWaitMeter()
     run.mlog = MetricsLog(run.run_dir, enabled=run.dist.is_main)
@@ -586,7 +590,7 @@ def log_epoch(run: Run, epoch: int, train_m: dict, speed: dict, val_r: dict | No
 
 def final_test(run: Run) -> dict:
     """The test split with the last and the best model: metrics.jsonl records, predictions CSVs."""
-    test_set = EvalSet(run.reader, run.test_ids, run.model_cfg, run.batch, run.cfg.workers)
+    test_set = EvalSet(run.reader, run.test_ids, run.model_cfg, run.batch, run.cfg.workers, run.cfg.decode)
     results = {"split": run.split, "classes": run.classes, "selection": run.selection}
     for which in ("last", "best"):
         # read on the CPU: only the weights go to the device, not the optimizer state
