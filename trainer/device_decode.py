@@ -37,11 +37,19 @@ def check_device_decode(device) -> str:
     RunError that says what is missing."""
     device = torch.device(device)
     if device.type == "cuda":
-        if nvjpeg_decoder() is None:
+        decode_jpeg = nvjpeg_decoder()
+        if decode_jpeg is None:
             raise RunError(
                 f"--decode device on CUDA needs torchvision built for torch {torch.__version__} "
                 "(its decode_jpeg runs nvJPEG); install the matching torchvision, or use "
                 "--decode workers")
+        try:   # a build without nvJPEG fails here, not at the first batch
+            import simplejpeg
+            probe = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorsubsampling="444")
+            decode_jpeg([torch.frombuffer(bytearray(probe), dtype=torch.uint8)], device=device)
+        except Exception as e:   # noqa: BLE001 - any failure means: not usable here
+            raise RunError(f"--decode device: torchvision cannot decode JPEG on {device} "
+                           f"({type(e).__name__}: {e}); use --decode workers") from None
         return "nvjpeg"
     return "libjpeg-turbo"
 
