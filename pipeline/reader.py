@@ -150,7 +150,7 @@ class ShardReader:
         shape = (len(segments), k, H, W, 3)
         if out is not None and out.shape != shape:
             raise ValueError(f"out has shape {out.shape}, the clip is {shape}")
-        ds, jpeg, offsets = self._frame_arrays(video_id)
+        ds = self._frame_arrays(video_id)[0]
         if ds is not None:
             if out is None and (snippets == snippets[0]).all():   # one contiguous read
                 one = ds[int(snippets[0])]
@@ -163,10 +163,9 @@ class ShardReader:
             return out
         from pipeline.codec import decode_into
         out = np.empty(shape, np.uint8) if out is None else out
-        for n, (j, i, s) in enumerate(zip(snippets, segments, starts)):
-            first = (j * t + i) * K + s
-            bounds = offsets[first:first + k + 1]
-            decode_into(jpeg[bounds[0]:bounds[-1]], bounds - bounds[0], out[n])   # one read
+        parts, bounds = self.clip_jpeg(video_id, snippets, segments, starts, k)   # one read each
+        for n, part in enumerate(parts):
+            decode_into(part, bounds[n * k:(n + 1) * k + 1] - bounds[n * k], out[n])
         return out
 
     def clip_jpeg(self, video_id: str, snippets, segments, starts, k: int) -> tuple[list, np.ndarray]:
@@ -174,8 +173,8 @@ class ShardReader:
         segment, one contiguous read each; int64 offsets [len(segments) * k + 1] into their
         concatenation). For decoding elsewhere, e.g. on the GPU (trainer/device_decode.py).
         ValueError for shards of raw frames."""
-        S, t, K, H, W, _ = self.records[video_id]["frames_shape"]
-        ds, jpeg, offsets = self._frame_arrays(video_id)
+        _, t, K, _, _, _ = self.records[video_id]["frames_shape"]
+        _, jpeg, offsets = self._frame_arrays(video_id)
         if jpeg is None:
             raise ValueError(f"{video_id}: the shards hold raw frames, no JPEG files")
         parts, bounds = [], [np.zeros(1, np.int64)]

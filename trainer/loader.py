@@ -83,12 +83,13 @@ class ClipDataset(Dataset):
     Item: dict(visual uint8 [t, k, crop, crop, 3] (channels-last; `to_device_batch` makes it
     [t, 3, k, crop, crop] on the device), audio float32 [t_a, L, n_mfcc], label int64, index
     int64); `__getitems__` builds a whole batch of them at once (with "slot": in a loader worker
-    the ticket of the reused buffers it filled, see `release_batch`, else None). Train: per
-    segment a snippet of the S stored ones drawn anew every epoch (sampling.snippet_choice) and
-    a random k-frame window in it (when the shards hold more frames), one random crop. Eval: the middle snippet
-    (S // 2), the centred window, the centre crop (on shards of the official profile placed by
-    the authors' rounding, sampling.CENTRE_RULES). A stream the config switches off comes back as an empty tensor
-    (and is not read).
+    the ticket of the reused buffers it filled, see `release_batch`, else None; with decode
+    "device" the frames stay JPEG files, see `_jpeg_batch`). Train: per segment a snippet of the
+    S stored ones drawn anew every epoch (sampling.snippet_choice) and a random k-frame window in
+    it (when the shards hold more frames), one random crop. Eval: the middle snippet (S // 2),
+    the centred window, the centre crop (on shards of the official profile placed by the
+    authors' rounding, sampling.CENTRE_RULES). A stream the config switches off comes back as an
+    empty tensor (and is not read).
     """
 
     # reusable batches per loader worker (trainer/batch_slots.py); make_loader sets
