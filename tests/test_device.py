@@ -67,7 +67,7 @@ def test_pinning_only_for_cuda():
 
 def test_shm_warning_names_the_fix():
     msg = dev.shm_warning(64 * 2**20, 400 * 2**20)
-    assert "64 MB" in msg and "400 MB" in msg and "--shm-size=12g" in msg and "--ipc=host" in msg
+    assert "64 MB" in msg and "400 MB" in msg and "--shm-size=20g" in msg and "--ipc=host" in msg
     assert dev.shm_warning(512 * 2**20) is not None          # under 1 GB
     assert dev.shm_warning(8 * 2**30, 2**30) is None
     assert "need about 3072 MB" in dev.shm_warning(2 * 2**30, 3 * 2**30)  # large, not enough

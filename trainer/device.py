@@ -127,7 +127,7 @@ def shm_warning(total_bytes: int | None, needed_bytes: int = 0) -> str | None:
     need = f"; the loader's batches in flight need about {needed_bytes / 2**20:.0f} MB" if needed_bytes else ""
     return (f"/dev/shm holds only {total_bytes / 2**20:.0f} MB{need}: loader workers hand their "
             "batches over in shared memory and may die with a bus error. In Docker start the "
-            "container with --shm-size=12g (or --ipc=host); or use --workers 0")
+            "container with --shm-size=20g (or --ipc=host); or use --workers 0")
 
 
 def check_shm(needed_bytes: int = 0, path: str = "/dev/shm") -> str | None:
