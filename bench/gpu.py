@@ -21,7 +21,7 @@ What it measures, side by side, in one run:
    device` (JPEG decoded on the GPU by nvJPEG, when torchvision for this torch is installed);
 5. a real `vaanet train` of 2 epochs on those shards (subprocess): data-wait fraction per epoch
    from its metrics.jsonl, then evaluation throughput of its best.pt; the same with --gpus 2
-   when two GPUs are visible.
+   when two GPUs are visible, and with `--decode device` when nvJPEG is usable.
 
 Compiled configurations run last and are skipped (and named so) once --budget-s is spent.
 This file is not part of the package: it only uses it (model.build, model.config, trainer.*,
@@ -256,7 +256,8 @@ def measure_loader(shards: Path, cfg, batch: int, workers: int, samples: int, de
 
 # ---- a real `vaanet train` and evaluation ------------------------------------------------------
 
-def run_training(shards: Path, run_dir: Path, dry: bool, batch: int, gpus: int, device) -> dict:
+def run_training(shards: Path, run_dir: Path, dry: bool, batch: int, gpus: int, device,
+                 decode: str = "workers") -> dict:
     """`vaanet train` for 2 epochs (subprocess, the trainer's defaults on this device), then
     the data-wait fraction and samples/s per epoch from RUN_DIR/metrics.jsonl."""
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -270,6 +271,8 @@ def run_training(shards: Path, run_dir: Path, dry: bool, batch: int, gpus: int, 
         cmd += ["--preset", "paper"]
     if gpus > 1:
         cmd += ["--gpus", str(gpus)]
+    if decode != "workers":
+        cmd += ["--decode", decode]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.perf_counter()
@@ -511,15 +514,19 @@ def measure_rest(args, device, amp, configs, shards, train) -> dict:
     except RunError as e:
         loader_dev = {"skipped": str(e)}
     runs = []
-    for gpus in (1, 2):
+    # one GPU; two when visible; one GPU with the frames decoded on it (nvJPEG) when it can
+    plan = [(1, "workers"), (2, "workers"), (1, "device")]
+    for gpus, decode in plan:
         if gpus == 2 and (device.type != "cuda" or torch.cuda.device_count() < 2):
             continue
-        run_dir = args.work / f"run-{gpus}gpu"
-        run = run_training(shards, run_dir, args.dry, args.batch, gpus, device)
-        if "error" not in run:
+        if decode == "device" and (device.type != "cuda" or "skipped" in loader_dev):
+            continue
+        run_dir = args.work / f"run-{gpus}gpu-{decode}"
+        run = run_training(shards, run_dir, args.dry, args.batch, gpus, device, decode)
+        if "error" not in run and decode == "workers":
             run["eval"] = eval_throughput(run_dir, device, 32 if not args.dry else args.batch)
         runs.append(run)
-        print(f"  vaanet train --gpus {gpus}: " + (run.get("error") or ", ".join(
+        print(f"  vaanet train --gpus {gpus} --decode {decode}: " + (run.get("error") or ", ".join(
             f"epoch {e['epoch']} data wait {fmt(e['data_wait_fraction'], '.1%')}" for e in run["epochs"])),
             flush=True)
     if device.type == "cuda":
