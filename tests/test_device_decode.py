@@ -107,3 +107,18 @@ def test_nvjpeg_clips_are_within_a_grey_level_or_two_of_libjpeg(reader):
     assert gpu.shape == cpu.shape
     diff = (gpu - cpu).abs().float()
     assert diff.mean() < 1.0 and diff.max() <= 16, (diff.mean(), diff.max())
+
+
+def test_a_damaged_file_names_its_video_and_the_repair(reader):
+    """As in the workers: a JPEG that does not decode stops the run with one sentence naming the
+    video, its shard and the command that finds and repairs the damage."""
+    from trainer.loader import SampleError
+    ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
+    b = ds.__getitems__([0, 2])
+    assert [s[0] for s in b["sources"]] == [reader.ids[0], reader.ids[2]]
+    first_of_second = int(b["jpeg_offsets"][4 * 8])        # sample 1's first frame
+    b["jpeg"][first_of_second:first_of_second + 64] = 0
+    with pytest.raises(SampleError) as e:
+        to_device_batch(b, "cpu", train=False)
+    msg = str(e.value)
+    assert repr(reader.ids[2]) in msg and "shard-" in msg and f"vaanet inspect --verify {reader.root}" in msg

@@ -67,25 +67,40 @@ def decode_clips(batch: dict, device, backend: str | None = None) -> torch.Tenso
     n = len(crops)
     if len(offsets) != n * t * k + 1:
         raise ValueError(f"{len(offsets) - 1} JPEG frames for {n} clips of {t} x {k}")
+    sources = batch.get("sources")
     if backend == "nvjpeg":
-        return _nvjpeg(batch["jpeg"], offsets, crops, t, k, c, device)
+        try:
+            return _nvjpeg(batch["jpeg"], offsets, crops, t, k, c, device)
+        except Exception:
+            # a damaged file: libjpeg-turbo, sample by sample, names its video; otherwise the
+            # failure is nvJPEG's own and goes on as it is
+            _libjpeg(batch["jpeg"], offsets, crops, t, k, c, sources)
+            raise
     if backend == "libjpeg-turbo":
-        return _libjpeg(batch["jpeg"], offsets, crops, t, k, c).to(device, non_blocking=True)
+        return _libjpeg(batch["jpeg"], offsets, crops, t, k, c, sources).to(device, non_blocking=True)
     raise ValueError(f"backend must be 'nvjpeg' or 'libjpeg-turbo', got {backend!r}")
 
 
-def _libjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int, c: int
-             ) -> torch.Tensor:
+def _libjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int, c: int,
+             sources=None) -> torch.Tensor:
+    """The clips decoded here; a file that does not decode raises the loader's SampleError for
+    its video (sources: trainer.loader.sample_source of each sample)."""
     import simplejpeg
     from pipeline.codec import decode_into
+    from trainer.loader import unreadable_sample
     raw = data.numpy()
     out = torch.empty((len(crops), t, k, c, c, 3), dtype=torch.uint8)
     frames = t * k
     for b, (y, x) in enumerate(crops):
         lo, hi = offsets[b * frames], offsets[(b + 1) * frames]
-        h, w = simplejpeg.decode_jpeg_header(raw[lo:offsets[b * frames + 1]].tobytes())[:2]
-        whole = decode_into(raw[lo:hi], offsets[b * frames:(b + 1) * frames + 1] - lo,
-                            np.empty((frames, h, w, 3), np.uint8))
+        try:
+            h, w = simplejpeg.decode_jpeg_header(raw[lo:offsets[b * frames + 1]].tobytes())[:2]
+            whole = decode_into(raw[lo:hi], offsets[b * frames:(b + 1) * frames + 1] - lo,
+                                np.empty((frames, h, w, 3), np.uint8))
+        except ValueError as e:   # simplejpeg's error for a file it cannot decode
+            if sources is None:
+                raise
+            raise unreadable_sample(tuple(sources[b]), e) from e
         out[b] = torch.from_numpy(whole[:, y:y + c, x:x + c].reshape(t, k, c, c, 3))
     return out
 

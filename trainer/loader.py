@@ -56,10 +56,19 @@ class SampleError(RunError):
 
 
 def sample_error(reader, vid: str, e: Exception) -> SampleError:
+    return unreadable_sample(sample_source(reader, vid), e)
+
+
+def sample_source(reader, vid: str) -> tuple[str, str, str]:
+    """(video id, its shard's path, the data folder): what a SampleError names."""
     rec = reader.records.get(vid) or {}
-    root = reader.root
+    return vid, str(reader.root / str(rec.get("shard"))), str(reader.root)
+
+
+def unreadable_sample(source: tuple[str, str, str], e: Exception) -> SampleError:
+    vid, shard, root = source
     return SampleError(
-        f"cannot read video {vid!r} from {root / str(rec.get('shard'))} ({type(e).__name__}: "
+        f"cannot read video {vid!r} from {shard} ({type(e).__name__}: "
         f"{e}): the shard is missing or damaged; run `vaanet inspect --verify {root}` to list "
         "the damaged videos, then the same `vaanet preprocess` command again (it decodes the "
         "videos of a missing or unreadable shard and the damaged ones again)")
@@ -250,10 +259,10 @@ class ClipDataset(Dataset):
 
     def _jpeg(self, vid, meta, rng, epoch: int, index: int) -> tuple[list, np.ndarray, tuple]:
         """The sample's t * k frames as their JPEG files, undecoded: (byte arrays, offsets,
-        crop origin (y, x))."""
+        crop origin (y, x), where they come from: sample_source)."""
         snippets, starts, y, x = self._choice(meta, rng, epoch, index)
         parts, offsets = self.reader.clip_jpeg(vid, snippets, self.segment_idx, starts, self.frames)
-        return parts, offsets, (y, x)
+        return parts, offsets, (y, x), sample_source(self.reader, vid)
 
     def _scratch(self, shape) -> np.ndarray:
         """A buffer for whole decoded frames, reused from sample to sample in this process (the
@@ -285,21 +294,23 @@ class ClipDataset(Dataset):
 def _jpeg_batch(samples: list, clip: tuple) -> dict:
     """The undecoded frames of a batch: "jpeg" uint8 [bytes] (every frame's file, sample-major,
     in shared memory inside a worker), "jpeg_offsets" int64 [B * t * k + 1], "crop_yx" int64
-    [B, 2], "clip" int64 [3] = (t, k, crop). trainer/device_decode.py turns it into frames."""
-    total = sum(int(off[-1]) for _, off, _ in samples)
+    [B, 2], "clip" int64 [3] = (t, k, crop), "sources" (sample_source of each sample, for the
+    error a damaged file gets). trainer/device_decode.py turns it into frames."""
+    total = sum(int(off[-1]) for _, off, _, _ in samples)
     data = _empty((total,), torch.uint8)
     flat = data.numpy()
-    offsets = np.zeros(1 + sum(len(off) - 1 for _, off, _ in samples), np.int64)
+    offsets = np.zeros(1 + sum(len(off) - 1 for _, off, _, _ in samples), np.int64)
     at, row = 0, 0
-    for parts, off, _ in samples:
+    for parts, off, _, _ in samples:
         for part in parts:
             flat[at:at + len(part)] = part
             at += len(part)
         offsets[row + 1:row + len(off)] = off[1:] + offsets[row]
         row += len(off) - 1
     return {"jpeg": data, "jpeg_offsets": torch.from_numpy(offsets),
-            "crop_yx": torch.tensor([yx for _, _, yx in samples], dtype=torch.int64).reshape(-1, 2),
-            "clip": torch.tensor(clip, dtype=torch.int64)}
+            "crop_yx": torch.tensor([yx for _, _, yx, _ in samples], dtype=torch.int64).reshape(-1, 2),
+            "clip": torch.tensor(clip, dtype=torch.int64),
+            "sources": [list(src) for _, _, _, src in samples]}
 
 
 def _empty(shape, dtype) -> torch.Tensor:
