@@ -112,7 +112,7 @@ def test_nvjpeg_clips_are_within_a_grey_level_or_two_of_libjpeg(reader):
 def test_a_damaged_file_names_its_video_and_the_repair(reader):
     """As in the workers: a JPEG that does not decode stops the run with one sentence naming the
     video, its shard and the command that finds and repairs the damage."""
-    from trainer.loader import SampleError
+    from trainer.sample_errors import SampleError
     ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
     b = ds.__getitems__([0, 2])
     assert [s[0] for s in b["sources"]] == [reader.ids[0], reader.ids[2]]

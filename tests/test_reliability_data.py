@@ -172,7 +172,8 @@ def test_checksums_catch_damaged_pixels(good, tmp_path, codec):
 def test_damaged_metadata_in_a_worker_names_video_and_shard(good, tmp_path):
     import h5py
     from types import SimpleNamespace
-    from trainer.loader import ClipDataset, SampleError, make_loader
+    from trainer.loader import ClipDataset, make_loader
+    from trainer.sample_errors import SampleError
     out = tmp_path / "out"
     assert preprocess(good, out).exit_code == 0
     reader = ShardReader(out)

@@ -84,10 +84,10 @@ def decode_clips(batch: dict, device, backend: str | None = None) -> torch.Tenso
 def _libjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int, c: int,
              sources=None) -> torch.Tensor:
     """The clips decoded here; a file that does not decode raises the loader's SampleError for
-    its video (sources: trainer.loader.sample_source of each sample)."""
+    its video (sources: trainer.sample_errors.sample_source of each sample)."""
     import simplejpeg
     from pipeline.codec import decode_into
-    from trainer.loader import unreadable_sample
+    from trainer.sample_errors import unreadable_sample
     raw = data.numpy()
     out = torch.empty((len(crops), t, k, c, c, 3), dtype=torch.uint8)
     frames = t * k
