@@ -203,6 +203,14 @@ def _widen(fd: int) -> None:
         pass
 
 
+def _stop_timed_out(proc, err, path: str) -> VideoError:
+    """Kill ffmpeg past ffmpeg_bin.DEFAULT_TIMEOUT; the error to raise, with its log's tail."""
+    proc.kill()
+    proc.wait()
+    err.seek(0)
+    return VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s", tail(err.read()), path)
+
+
 def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
     """Run ffmpeg with arguments make_args(output names), output i going to a pipe read straight
     into views[i] (a memoryview, or a list of them filled one after the other); returns (bytes
@@ -235,11 +243,7 @@ def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
                 while sel.get_map():
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
-                        proc.kill()
-                        proc.wait()
-                        err.seek(0)
-                        raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
-                                         tail(err.read()), path)
+                        raise _stop_timed_out(proc, err, path)
                     for key, _ in sel.select(left):
                         i, t = key.data, targets[key.data]
                         while part[i] < len(t) and filled[i] == len(t[part[i]]):
@@ -258,11 +262,7 @@ def _run_into(make_args, views: list, path: str) -> tuple[list[int], str]:
         try:   # the outputs are closed; the log may still be written until ffmpeg exits
             proc.wait(None if deadline is None else max(deadline - time.monotonic(), 1.0))
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            err.seek(0)
-            raise VideoError(f"ffmpeg timed out after {ffmpeg_bin.DEFAULT_TIMEOUT:.0f} s",
-                             tail(err.read()), path) from None
+            raise _stop_timed_out(proc, err, path) from None
         err.seek(0)
         log = err.read().decode("utf-8", errors="replace")
     if proc.returncode != 0:

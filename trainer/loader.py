@@ -363,8 +363,9 @@ def make_loader(dataset: ClipDataset, batch_size: int, train: bool, workers: int
     Each worker keeps `prefetch_factor` batches ready in shared memory (/dev/shm), in
     `prefetch_factor + 1` reused buffers (the consumer gives one back with `release_batch`
     after its step; trainer/batch_slots.py): at paper size a batch of 32 is about 200 MB, so a
-    container needs a large enough --shm-size (a small /dev/shm is reported with the fix). Distributed evaluation pads the last ranks with repeated
-    samples (DistributedSampler's rule)."""
+    container needs a large enough --shm-size (a small /dev/shm is reported with the fix).
+    Distributed evaluation pads the last ranks with repeated samples (DistributedSampler's
+    rule)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if workers < 0:
