@@ -122,6 +122,8 @@ except distributed.PeerFailed as e:
     print(f"peer failed: ranks {e.ranks} status {e.status}", flush=True)
 except DiskFullError as e:
     print(f"own failure: status {distributed.exit_status(e)}", flush=True)
+# as the trainer does at its end: gloo's threads left running at exit can abort the process
+dist.destroy_process_group()
 """
 
 
