@@ -457,8 +457,8 @@ def _training_options(f):
                           "// processes, between 1 and 16]"),
         click.option("--decode", type=click.Choice(["workers", "device"]), default=None,
                      help="Where JPEG frames are decoded: in the loader workers (libjpeg-turbo), or "
-                          "after the transfer on the training device (nvJPEG through torchvision "
-                          "on CUDA; needs a torchvision built for this torch). [default: workers]"),
+                          "after the transfer on the training device (nvJPEG on CUDA, through TorchCodec "
+                          "or torchvision built for this torch). [default: workers]"),
         click.option("--seed", type=int, default=None, help="[default: 0]"),
         click.option("--val-fraction", type=float, default=None,
                      help="Seeded share of each class of the training split held out for model "

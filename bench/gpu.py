@@ -18,7 +18,8 @@ What it measures, side by side, in one run:
 3. the largest batch of `paper` that fits;
 4. the streaming loader alone with the workers the trainer would use (samples/s, CPU ms per
    sample) and the ratio loader / training rate (target >= 3x); the same with `--decode
-   device` (JPEG decoded on the GPU by nvJPEG, when torchvision for this torch is installed);
+   device` (JPEG decoded on the GPU by nvJPEG, when TorchCodec or torchvision for this torch
+   is installed);
 5. a real `vaanet train` of 2 epochs on those shards (subprocess): data-wait fraction per epoch
    from its metrics.jsonl, then evaluation throughput of its best.pt; the same with --gpus 2
    when two GPUs are visible, and with `--decode device` when nvJPEG is usable.
@@ -366,7 +367,8 @@ def markdown(rec: dict) -> str:
     if "skipped" in dd:
         lines += [f"Loader with `--decode device`: not measured ({dd['skipped']}).", ""]
     else:
-        lines += [f"Loader with `--decode device` (workers read the JPEG files, {dd['decoder']} decodes "
+        via = dd["decoder"] if dd["decoder"] == "libjpeg-turbo" else f"nvJPEG through {dd['decoder']}"
+        lines += [f"Loader with `--decode device` (workers read the JPEG files, {via} decodes "
                   f"them on the device; nothing else on the GPU meanwhile): {dd['samples_per_s']:.0f} "
                   f"samples/s, {dd['cpu_ms_per_sample']:.1f} CPU ms per sample (all processes).", ""]
         for name, ratio in rec["device_decode_over_training"].items():

@@ -9,7 +9,7 @@ from tests import test_loader
 from tests.test_loader import config
 from trainer import checkpoint, run_config
 from trainer.batch_slots import release_batch
-from trainer.device_decode import check_device_decode, decode_clips, nvjpeg_decoder
+from trainer.device_decode import LIBRARIES, available_libraries, check_device_decode, decode_clips
 from trainer.errors import RunError
 from trainer.loader import ClipDataset, make_loader, to_device_batch
 from trainer.train import train
@@ -79,11 +79,15 @@ def test_raw_shards_and_unknown_sites_are_refused(train_data, tmp_path):
 
 def test_the_decoder_for_each_device():
     assert check_device_decode("cpu") == "libjpeg-turbo"
-    if nvjpeg_decoder() is None:
-        with pytest.raises(RunError, match="needs torchvision built for torch .* --decode workers"):
+    if not available_libraries():
+        with pytest.raises(RunError, match=r"needs TorchCodec \(or torchvision\) built for torch .* "
+                                           "--decode workers"):
+            check_device_decode("cuda")
+    elif not torch.cuda.is_available():   # a CUDA build of the library on a machine without a GPU
+        with pytest.raises(RunError, match="no library can decode JPEG on cuda .* --decode workers"):
             check_device_decode("cuda")
     else:
-        assert check_device_decode("cuda") == "nvjpeg"
+        assert check_device_decode("cuda") in available_libraries()
 
 
 def test_training_with_device_decoding_gives_the_same_weights(train_data, tmp_path):
@@ -97,16 +101,57 @@ def test_training_with_device_decoding_gives_the_same_weights(train_data, tmp_pa
     assert json.loads((tmp_path / "d" / "config.json").read_text())["decode"] == "device"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or nvjpeg_decoder() is None,
-                    reason="needs CUDA and a torchvision built for this torch")
+@pytest.mark.skipif(not torch.cuda.is_available() or not available_libraries(),
+                    reason="needs CUDA and TorchCodec or torchvision built for this torch")
 def test_nvjpeg_clips_are_within_a_grey_level_or_two_of_libjpeg(reader):
     ds = ClipDataset(reader, reader.ids, config(), train=True, seed=1, decode="device")
     b = ds.__getitems__([(i, 0) for i in range(len(reader.ids))])
-    gpu = decode_clips(b, "cuda", backend="nvjpeg").cpu().int()
+    gpu = decode_clips(b, "cuda").cpu().int()
     cpu = decode_clips(b, "cpu", backend="libjpeg-turbo").int()
     assert gpu.shape == cpu.shape
     diff = (gpu - cpu).abs().float()
     assert diff.mean() < 1.0 and diff.max() <= 16, (diff.mean(), diff.max())
+
+
+def loaded(library):
+    return pytest.param(library, marks=pytest.mark.skipif(
+        library not in available_libraries(), reason=f"needs {library} built for this torch"))
+
+
+@pytest.mark.parametrize("library", [loaded(lib) for lib in LIBRARIES])
+def test_the_batched_route_gives_the_workers_clips_on_the_cpu(reader, library):
+    """The nvJPEG route's own code (one decode_jpeg call for the batch, crops, layout) run with
+    the library's CPU decoder, libjpeg-turbo as the workers': the same clips. A GPU changes only
+    the decoder under it."""
+    ds = ClipDataset(reader, reader.ids, config(), train=True, seed=1, decode="device")
+    b = ds.__getitems__([(i, 0) for i in range(len(reader.ids))])
+    via = decode_clips(b, "cpu", backend=library).int()
+    ref = decode_clips(b, "cpu", backend="libjpeg-turbo").int()
+    assert via.shape == ref.shape
+    assert (via - ref).abs().max() <= 1
+
+
+@pytest.mark.parametrize("library", [loaded(lib) for lib in LIBRARIES])
+def test_a_damaged_file_on_the_batched_route_names_its_video(reader, library):
+    from trainer.sample_errors import SampleError
+    ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
+    b = ds.__getitems__([0, 2])
+    first_of_second = int(b["jpeg_offsets"][4 * 8])
+    b["jpeg"][first_of_second:first_of_second + 64] = 0
+    with pytest.raises(SampleError) as e:
+        decode_clips(b, "cpu", backend=library)
+    assert repr(reader.ids[2]) in str(e.value)
+
+
+def test_a_library_that_does_not_load_is_named():
+    b = {"clip": torch.tensor([1, 1, 4]), "jpeg_offsets": torch.tensor([0, 0]),
+         "crop_yx": torch.zeros((1, 2), dtype=torch.int64), "jpeg": torch.zeros(0, dtype=torch.uint8)}
+    missing = [lib for lib in LIBRARIES if lib not in available_libraries()]
+    for lib in missing:
+        with pytest.raises(RunError, match=f"{lib} does not load beside torch"):
+            decode_clips(b, "cpu", backend=lib)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        decode_clips(b, "cpu", backend="pillow")
 
 
 def test_a_damaged_file_names_its_video_and_the_repair(reader):

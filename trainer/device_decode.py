@@ -5,9 +5,11 @@ Decoding 160 JPEG frames costs a loader worker most of a sample's CPU (bench/loa
 (trainer/loader.py: `_jpeg_batch`); here they become the same uint8 clips
 [B, t, k, crop, crop, 3] the workers would have made, on the device:
 
-- CUDA: torchvision's `decode_jpeg(..., device="cuda")` (nvJPEG), every frame of the batch in
-  one call. Needs a torchvision built for this torch; it is not a dependency of vaanet. nvJPEG's
-  inverse DCT and colour conversion may differ from libjpeg-turbo's by a grey level or two.
+- CUDA: nvJPEG, every frame of the batch in one call to a `decode_jpeg` that takes a list of
+  files: TorchCodec's (`torchcodec.decoders`), else torchvision's (`torchvision.io`, deprecated
+  there since torchvision 0.29 in favour of TorchCodec's). Either must be the build made for
+  the installed torch; neither is a dependency of vaanet. nvJPEG's inverse DCT and colour
+  conversion may differ from libjpeg-turbo's by a grey level or two.
 - CPU (or when asked): libjpeg-turbo (simplejpeg) in this process, the workers' decoder: the
   clips are bit-identical to the workers' (tests/test_device_decode.py). Slower than decoding in
   the workers; there for checking and for machines without nvJPEG.
@@ -17,50 +19,72 @@ same frames wherever they are decoded.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from trainer.errors import RunError
 
+# the libraries whose decode_jpeg runs nvJPEG on CUDA, in the order they are tried
+LIBRARIES = ("torchcodec", "torchvision")
+CPU_BACKEND = "libjpeg-turbo"
 
-def nvjpeg_decoder():
-    """torchvision.io.decode_jpeg when torchvision loads beside this torch, else None."""
+
+@functools.lru_cache(maxsize=None)
+def batch_decoder(library: str):
+    """decode(files, device) -> list of uint8 [3, H, W] from `library`'s decode_jpeg, or None when
+    that library does not load beside this torch (absent, or built for another torch)."""
     try:
-        from torchvision.io import decode_jpeg
-    except Exception:   # absent, or built for another torch (its operators fail to load)
+        if library == "torchcodec":
+            from torchcodec.decoders import decode_jpeg as codec_decode
+            return lambda files, device: codec_decode(files, mode="RGB", device=device)
+        if library == "torchvision":
+            from torchvision.io import ImageReadMode, decode_jpeg as vision_decode
+            return lambda files, device: vision_decode(files, mode=ImageReadMode.RGB, device=device)
+    except Exception:   # noqa: BLE001 - a wrong build fails in many ways: not usable here
         return None
-    return decode_jpeg
+    raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
+
+
+def available_libraries() -> list[str]:
+    """The LIBRARIES that load here, in the order they are tried."""
+    return [lib for lib in LIBRARIES if batch_decoder(lib) is not None]
 
 
 def check_device_decode(device) -> str:
-    """The decoder `--decode device` will use on `device` ("nvjpeg" or "libjpeg-turbo"), or a
-    RunError that says what is missing."""
+    """The backend `--decode device` will use on `device` (a library of LIBRARIES on CUDA,
+    CPU_BACKEND otherwise), or a RunError that says what is missing."""
     device = torch.device(device)
-    if device.type == "cuda":
-        decode_jpeg = nvjpeg_decoder()
-        if decode_jpeg is None:
-            raise RunError(
-                f"--decode device on CUDA needs torchvision built for torch {torch.__version__} "
-                "(its decode_jpeg runs nvJPEG); install the matching torchvision, or use "
-                "--decode workers")
+    if device.type != "cuda":
+        return CPU_BACKEND
+    libraries = available_libraries()
+    if not libraries:
+        raise RunError(
+            f"--decode device on CUDA needs TorchCodec (or torchvision) built for torch "
+            f"{torch.__version__}: their decode_jpeg runs nvJPEG; install the matching release, "
+            "or use --decode workers")
+    import simplejpeg
+    probe = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorsubsampling="444")
+    failures = []
+    for library in libraries:
         try:   # a build without nvJPEG fails here, not at the first batch
-            import simplejpeg
-            probe = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorsubsampling="444")
-            decode_jpeg([torch.frombuffer(bytearray(probe), dtype=torch.uint8)], device=device)
+            batch_decoder(library)([torch.frombuffer(bytearray(probe), dtype=torch.uint8)], device)
+            return library
         except Exception as e:   # noqa: BLE001 - any failure means: not usable here
-            raise RunError(f"--decode device: torchvision cannot decode JPEG on {device} "
-                           f"({type(e).__name__}: {e}); use --decode workers") from None
-        return "nvjpeg"
-    return "libjpeg-turbo"
+            failures.append(f"{library}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise RunError(f"--decode device: no library can decode JPEG on {device} ({'; '.join(failures)}); "
+                   "use --decode workers")
 
 
 def decode_clips(batch: dict, device, backend: str | None = None) -> torch.Tensor:
     """uint8 [B, t, k, crop, crop, 3] on `device` from a batch of undecoded frames.
 
-    backend: "nvjpeg" or "libjpeg-turbo"; None picks nvJPEG on CUDA."""
+    backend: "torchcodec" or "torchvision" (nvJPEG on CUDA; their CPU decoder elsewhere), or
+    CPU_BACKEND; None picks check_device_decode's choice for the device."""
     device = torch.device(device)
     if backend is None:
-        backend = "nvjpeg" if device.type == "cuda" else "libjpeg-turbo"
+        backend = _default_backend(str(device))
     t, k, c = (int(v) for v in batch["clip"])
     offsets = batch["jpeg_offsets"].numpy()
     crops = batch["crop_yx"].numpy()
@@ -68,17 +92,25 @@ def decode_clips(batch: dict, device, backend: str | None = None) -> torch.Tenso
     if len(offsets) != n * t * k + 1:
         raise ValueError(f"{len(offsets) - 1} JPEG frames for {n} clips of {t} x {k}")
     sources = batch.get("sources")
-    if backend == "nvjpeg":
+    if backend in LIBRARIES:
+        decode = batch_decoder(backend)
+        if decode is None:
+            raise RunError(f"{backend} does not load beside torch {torch.__version__}")
         try:
-            return _nvjpeg(batch["jpeg"], offsets, crops, t, k, c, device)
+            return _batched(decode, batch["jpeg"], offsets, crops, t, k, c, device)
         except Exception:
             # a damaged file: libjpeg-turbo, sample by sample, names its video; otherwise the
-            # failure is nvJPEG's own and goes on as it is
+            # failure is the library's own and goes on as it is
             _libjpeg(batch["jpeg"], offsets, crops, t, k, c, sources)
             raise
-    if backend == "libjpeg-turbo":
+    if backend == CPU_BACKEND:
         return _libjpeg(batch["jpeg"], offsets, crops, t, k, c, sources).to(device, non_blocking=True)
-    raise ValueError(f"backend must be 'nvjpeg' or 'libjpeg-turbo', got {backend!r}")
+    raise ValueError(f"backend must be one of {LIBRARIES + (CPU_BACKEND,)}, got {backend!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _default_backend(device: str) -> str:
+    return check_device_decode(device)
 
 
 def _libjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int, c: int,
@@ -105,11 +137,11 @@ def _libjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int,
     return out
 
 
-def _nvjpeg(data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int, c: int,
-            device: torch.device) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_jpeg
+def _batched(decode, data: torch.Tensor, offsets: np.ndarray, crops: np.ndarray, t: int, k: int,
+             c: int, device: torch.device) -> torch.Tensor:
+    """Every frame of the batch in one decode(files, device) call, then cropped and laid out."""
     files = [data[int(a):int(b)] for a, b in zip(offsets[:-1], offsets[1:])]
-    images = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)   # [3, H, W] each
+    images = decode(files, device)   # [3, H, W] each
     frames = t * k
     clips = []
     for b, (y, x) in enumerate(crops):
