@@ -11,8 +11,11 @@ Per video, side by side:
   (c)  the frame-folder baseline of the authors' code: every frame to JPEG at short side 240
        (`-vf scale=-1:240 image_%05d.jpg`, as in their extraction script) + the audio to mp3.
 Every ffmpeg runs with -threads 1. Times are wall seconds and CPU seconds (user + sys of this
-process and its children), of the run with the least CPU of `--repeat` (3): ffmpeg >= 7 runs demuxer, decoders and filters in their own threads
-even at -threads 1, and this machine may be shared, so CPU time is the steadier measure of work.
+process and its children), of the run with the least CPU of `--repeat` (3): ffmpeg >= 7 runs demuxer,
+decoders and filters in their own threads even at -threads 1, and this machine may be shared, so
+CPU time is the steadier measure of work. The least CPU of each column may come from different
+moments of a shared machine; `--pairs` (5) runs of (a') and (b) alternated, each (a') right
+before its (b), give the median of their CPU ratios and its range, which such drift moves less.
 Bytes on disk per video for shards and for JPEG folders are scaled to Ekman-6 (1,637 videos,
 mean 112 s): frames are fixed-size per video, MFCC and JPEG folders grow with duration.
 Content: animation-like clips from ffmpeg's sources, one kind per video in turn (testsrc2,
@@ -68,6 +71,10 @@ def timed(fn, repeat: int = 1):
         if best is None or cpu < best[2]:
             best = (out, wall, cpu)
     return best
+
+
+def _pair_text(ratios: list[float]) -> str:
+    return f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def sh(*args: str):
@@ -210,6 +217,8 @@ def main():
     ap.add_argument("--work", help="keep generated videos here (reused when present)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of (a), (a'), (b) and (c) each; the one with the least CPU is kept")
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="alternated runs of (a') and (b) per video, for the median CPU ratio")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "etl.md"))
     args = ap.parse_args()
     s_values = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.configs.split(",")]
@@ -262,6 +271,10 @@ def main():
             _, wall, cpu = timed(lambda: decode_at(pr, one_snippet, seeks, one_process=one))
             method[name].append((wall, cpu))
         r["single_pass"] = single_pass_variants(v, base)
+        r["pairs"] = []   # (a' CPU, b CPU), alternated
+        for _ in range(args.pairs):
+            a2 = timed(lambda: ours_in_process(v, base, work / "one.h5"))[2]
+            r["pairs"].append((a2, timed(lambda: bare_decode(v))[2]))
         rows.append(r)
         print(f"  {v.name}: done", flush=True)
 
@@ -313,6 +326,14 @@ def main():
          if use_cli else []) +
         [f"a'/b {ratio(mean['a2_wall'], mean['b_wall'])} / {ratio(mean['a2_cpu'], mean['b_cpu'])}",
          f"a'/c {ratio(mean['a2_wall'], mean['c_wall'])} / {ratio(mean['a2_cpu'], mean['c_cpu'])}"]))
+    if args.pairs:
+        say()
+        say(f"Alternated pairs ((a') then (b), {args.pairs} times per video; CPU a'/b, median and "
+            "range): " + "; ".join(_pair_text([x / y for x, y in r["pairs"]]) + f" {r['video']}"
+                                     for r in rows)
+            + "; all videos (sums of each round): "
+            + _pair_text([sum(r["pairs"][i][0] for r in rows) / sum(r["pairs"][i][1] for r in rows)
+                          for i in range(args.pairs)]) + ".")
     say()
     say("Frames of one video at S = 1, raw, stored in HDF5 with HDF5's own filters (information "
         "for the shard format):")
