@@ -113,6 +113,15 @@ def test_nvjpeg_clips_are_within_a_grey_level_or_two_of_libjpeg(reader):
     assert diff.mean() < 1.0 and diff.max() <= 16, (diff.mean(), diff.max())
 
 
+def damaged_batch(reader):
+    """An undecoded batch of videos 0 and 2 whose second sample's first frame is overwritten."""
+    ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
+    b = ds.__getitems__([0, 2])
+    first_of_second = int(b["jpeg_offsets"][4 * 8])        # sample 1's first frame
+    b["jpeg"][first_of_second:first_of_second + 64] = 0
+    return b
+
+
 def loaded(library):
     return pytest.param(library, marks=pytest.mark.skipif(
         library not in available_libraries(), reason=f"needs {library} built for this torch"))
@@ -134,12 +143,8 @@ def test_the_batched_route_gives_the_workers_clips_on_the_cpu(reader, library):
 @pytest.mark.parametrize("library", [loaded(lib) for lib in LIBRARIES])
 def test_a_damaged_file_on_the_batched_route_names_its_video(reader, library):
     from trainer.sample_errors import SampleError
-    ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
-    b = ds.__getitems__([0, 2])
-    first_of_second = int(b["jpeg_offsets"][4 * 8])
-    b["jpeg"][first_of_second:first_of_second + 64] = 0
     with pytest.raises(SampleError) as e:
-        decode_clips(b, "cpu", backend=library)
+        decode_clips(damaged_batch(reader), "cpu", backend=library)
     assert repr(reader.ids[2]) in str(e.value)
 
 
@@ -158,11 +163,8 @@ def test_a_damaged_file_names_its_video_and_the_repair(reader):
     """As in the workers: a JPEG that does not decode stops the run with one sentence naming the
     video, its shard and the command that finds and repairs the damage."""
     from trainer.sample_errors import SampleError
-    ds = ClipDataset(reader, reader.ids, config(), train=False, decode="device")
-    b = ds.__getitems__([0, 2])
+    b = damaged_batch(reader)
     assert [s[0] for s in b["sources"]] == [reader.ids[0], reader.ids[2]]
-    first_of_second = int(b["jpeg_offsets"][4 * 8])        # sample 1's first frame
-    b["jpeg"][first_of_second:first_of_second + 64] = 0
     with pytest.raises(SampleError) as e:
         to_device_batch(b, "cpu", train=False)
     msg = str(e.value)
