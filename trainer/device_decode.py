@@ -58,21 +58,23 @@ def check_device_decode(device) -> str:
     device = torch.device(device)
     if device.type != "cuda":
         return CPU_BACKEND
-    libraries = available_libraries()
-    if not libraries:
+    import simplejpeg
+    probe = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorsubsampling="444")
+    failures = []
+    for library in LIBRARIES:   # the next library is not even imported once one works
+        decode = batch_decoder(library)
+        if decode is None:
+            continue
+        try:   # a build without nvJPEG fails here, not at the first batch
+            decode([torch.frombuffer(bytearray(probe), dtype=torch.uint8)], device)
+            return library
+        except Exception as e:   # noqa: BLE001 - any failure means: not usable here
+            failures.append(f"{library}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not failures:
         raise RunError(
             f"--decode device on CUDA needs TorchCodec (or torchvision) built for torch "
             f"{torch.__version__}: their decode_jpeg runs nvJPEG; install the matching release, "
             "or use --decode workers")
-    import simplejpeg
-    probe = simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8), colorsubsampling="444")
-    failures = []
-    for library in libraries:
-        try:   # a build without nvJPEG fails here, not at the first batch
-            batch_decoder(library)([torch.frombuffer(bytearray(probe), dtype=torch.uint8)], device)
-            return library
-        except Exception as e:   # noqa: BLE001 - any failure means: not usable here
-            failures.append(f"{library}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     raise RunError(f"--decode device: no library can decode JPEG on {device} ({'; '.join(failures)}); "
                    "use --decode workers")
 
