@@ -9,7 +9,7 @@ from tests import test_loader
 from tests.test_loader import config
 from trainer import checkpoint, run_config
 from trainer.batch_slots import release_batch
-from trainer.device_decode import LIBRARIES, available_libraries, check_device_decode, decode_clips
+from trainer.device_decode import LIBRARIES, batch_decoder, check_device_decode, decode_clips
 from trainer.errors import RunError
 from trainer.loader import ClipDataset, make_loader, to_device_batch
 from trainer.train import train
@@ -75,6 +75,11 @@ def test_raw_shards_and_unknown_sites_are_refused(train_data, tmp_path):
         ClipDataset(ShardReader(train_data.path), [], config(), train=True, decode="gpu")
     with pytest.raises(RunError, match="decode must be one of workers, device"):
         run_config.resolve(train_data.run(tmp_path / "r", decode="gpu"))
+
+
+def available_libraries() -> list[str]:
+    """The decode libraries that load beside this torch, in the order they are tried."""
+    return [lib for lib in LIBRARIES if batch_decoder(lib) is not None]
 
 
 def test_the_decoder_for_each_device():

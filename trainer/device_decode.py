@@ -47,11 +47,6 @@ def batch_decoder(library: str):
     raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
 
 
-def available_libraries() -> list[str]:
-    """The LIBRARIES that load here, in the order they are tried."""
-    return [lib for lib in LIBRARIES if batch_decoder(lib) is not None]
-
-
 def check_device_decode(device) -> str:
     """The backend `--decode device` will use on `device` (a library of LIBRARIES on CUDA,
     CPU_BACKEND otherwise), or a RunError that says what is missing."""
